@@ -1,0 +1,35 @@
+"""Create or update mailboxes and their members from a CSV or JSON file.
+
+Example usage::
+
+    manage.py import_mailboxes mailboxes.csv
+"""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, no_translations
+
+from enrolment.importing import ImportFileError, import_rows, read_rows
+
+
+class Command(BaseCommand):
+    help = "Import mailboxes and memberships (CSV or .json); all of the file or nothing."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "file", help="CSV with columns address,kind,national_id[,...], or .json"
+        )
+
+    @no_translations  # operator messages in one language, like the rest of the commands
+    def handle(self, *args, file, **options):
+        path = Path(file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from None
+        try:
+            result = import_rows(read_rows(text, path.name))
+        except ImportFileError as exc:
+            raise CommandError(f"{path}: nothing imported.\n{exc}") from None
+        verdict = "" if result.changed_anything else " (nothing to change)"
+        self.stdout.write(f"{path}: {result.summary()}{verdict}")

@@ -1,0 +1,138 @@
+"""Keys of the seed keyring: make, activate, rotate to, report and drop.
+
+Example usage::
+
+    manage.py seed_key new --file /etc/mss-totp/keyring.json --activate
+    manage.py seed_key rotate
+    manage.py seed_key status
+    manage.py seed_key drop 2026-06-01-3fa2 --file /etc/mss-totp/keyring.json
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
+from django.utils import timezone
+
+from enrolment import seeds
+from enrolment.models import Device
+from enrolment.rotation import rotate_to_active_key
+
+
+class Command(BaseCommand):
+    help = "Manage the keys that encrypt TOTP seeds at rest."
+    # This command is how a missing keyring gets made, so it must run without one.
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        new = sub.add_parser("new", help="add a fresh random key (creates the file if needed)")
+        self._add_file_argument(new)
+        new.add_argument("--id", dest="key_id", help="key id (default: today's date + random)")
+        new.add_argument("--activate", action="store_true", help="make it the key for writing")
+        activate = sub.add_parser("activate", help="make an existing key the key for writing")
+        activate.add_argument("key_id")
+        self._add_file_argument(activate)
+        rotate = sub.add_parser("rotate", help="re-encrypt every seed under the active key")
+        rotate.add_argument("--batch-size", type=int, default=500)
+        sub.add_parser("status", help="how many seeds each key encrypts")
+        drop = sub.add_parser("drop", help="remove a key that no seed needs any more")
+        drop.add_argument("key_id")
+        self._add_file_argument(drop)
+
+    def _add_file_argument(self, parser):
+        parser.add_argument(
+            "--file",
+            default=settings.SEED_KEYRING_FILE or None,
+            help="the keyring file (default: SEED_KEYRING_FILE)",
+        )
+
+    def handle(self, *args, action, **options):
+        try:
+            getattr(self, f"handle_{action}")(**options)
+        except seeds.KeyringError as exc:
+            raise CommandError(str(exc)) from None
+
+    def handle_new(self, file, key_id, activate, **options):
+        path = self._require_file(file)
+        key_id = key_id or f"{timezone.now():%Y-%m-%d}-{os.urandom(2).hex()}"
+        if path.exists():
+            keyring = self._read(path).with_key(key_id, seeds.new_key(), activate)
+        else:
+            keyring = seeds.Keyring(active_id=key_id, keys={key_id: seeds.new_key()})
+        self._write(path, keyring)
+        state = "active" if keyring.active_id == key_id else "not active yet"
+        self.stdout.write(f"Added key {key_id} to {path} ({state}).")
+
+    def handle_activate(self, key_id, file, **options):
+        path = self._require_file(file)
+        self._write(path, self._read(path).activated(key_id))
+        self.stdout.write(f"Key {key_id} is now active. Run 'seed_key rotate' to move old seeds.")
+
+    def handle_rotate(self, batch_size, **options):
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+        keyring = seeds.load_keyring()
+        result = rotate_to_active_key(keyring, batch_size)
+        self.stdout.write(
+            f"Rotated {result.rotated} seed(s) to key {keyring.active_id}; "
+            f"{result.changed_meanwhile} re-enrolled meanwhile; {result.unreadable} unreadable."
+        )
+        if result.unreadable:
+            raise CommandError(
+                f"{result.unreadable} seed(s) could not be opened with this keyring (see the log)"
+            )
+
+    def handle_status(self, **options):
+        keyring = seeds.load_keyring()
+        counts = dict(
+            Device.objects.values_list("key_id").annotate(n=Count("id")).values_list("key_id", "n")
+        )
+        for key_id in sorted(set(keyring.keys) | set(counts)):
+            notes = []
+            if key_id == keyring.active_id:
+                notes.append("active")
+            if key_id not in keyring.keys:
+                notes.append("MISSING FROM KEYRING")
+            suffix = f" ({', '.join(notes)})" if notes else ""
+            self.stdout.write(f"{key_id}: {counts.get(key_id, 0)} seed(s){suffix}")
+
+    def handle_drop(self, key_id, file, **options):
+        path = self._require_file(file)
+        remaining = self._read(path).without_key(key_id)
+        still_needed = Device.objects.filter(key_id=key_id).count()
+        if still_needed:
+            raise CommandError(
+                f"Refusing to drop key {key_id}: {still_needed} seed(s) still need it. "
+                "Run 'manage.py seed_key rotate' first."
+            )
+        self._write(path, remaining)
+        self.stdout.write(f"Dropped key {key_id} from {path}.")
+
+    def _require_file(self, file) -> Path:
+        if not file:
+            raise CommandError("name the keyring file with --file or SEED_KEYRING_FILE")
+        return Path(file)
+
+    def _read(self, path: Path) -> seeds.Keyring:
+        try:
+            return seeds.Keyring.parse(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+
+    def _write(self, path: Path, keyring: seeds.Keyring) -> None:
+        # Written whole and renamed into place, readable by its owner only: a crash never
+        # leaves half a keyring, and the keys never sit in a world-readable file.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(keyring.to_json())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,233 @@
+"""The domain: professionals, their mailboxes, TOTP devices, mail sessions and the audit trail."""
+
+import logging
+import time
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_otp.models import Device as OTPDevice
+from django_otp.models import ThrottlingMixin, TimestampMixin
+
+from enrolment import seeds, totp
+
+logger = logging.getLogger(__name__)
+
+
+class Professional(models.Model):
+    """A health professional, known by the national id that Pro Santé Connect gives
+    (SubjectNameID: "8" + RPPS or "0" + ADELI). Mailbox imports create the row before the
+    first login; the first PSC login links it to a Django user."""
+
+    national_id = models.CharField(_("national id"), max_length=32, unique=True)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="professional",
+    )
+    given_name = models.CharField(_("given name"), max_length=150, blank=True)
+    family_name = models.CharField(_("family name"), max_length=150, blank=True)
+    # Only the claims a later step needs (e.g. SubjectRefPro), never the tokens.
+    psc_claims = models.JSONField(default=dict, blank=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+    last_login_method = models.CharField(max_length=32, blank=True)
+    # Django password-hash format (Argon2id); empty until the professional sets one.
+    mail_password = models.CharField(max_length=255, blank=True)
+    mail_password_changed_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["family_name", "given_name", "national_id"]
+
+    def __str__(self):
+        name = f"{self.given_name} {self.family_name}".strip()
+        return f"{name} ({self.national_id})" if name else self.national_id
+
+
+class Mailbox(models.Model):
+    class Kind(models.TextChoices):
+        PERSONAL = "personal", _("personal")
+        ORGANISATIONAL = "organisational", _("organisational")
+
+    # Stored case-folded (see normalise_address), so lookups are exact matches on an index.
+    address = models.CharField(_("address"), max_length=254, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PERSONAL)
+    is_active = models.BooleanField(default=True)
+    members = models.ManyToManyField(Professional, through="Membership", related_name="mailboxes")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["address"]
+        verbose_name_plural = "mailboxes"
+
+    def __str__(self):
+        return self.address
+
+    @staticmethod
+    def normalise_address(address: str) -> str:
+        return address.strip().casefold()
+
+
+class Membership(models.Model):
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="memberships")
+    professional = models.ForeignKey(
+        Professional, on_delete=models.CASCADE, related_name="memberships"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "professional"], name="one_membership")
+        ]
+
+    def __str__(self):
+        return f"{self.professional.national_id} → {self.mailbox.address}"
+
+
+class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
+    """A TOTP seed on one person's phone, encrypted at rest (enrolment/seeds.py).
+
+    A django-otp Device, so staff login and django-otp's throttling work with it, but the seed
+    never lies in clear in a column: only its AES-GCM ciphertext, under the key named key_id.
+    """
+
+    class Algorithm(models.TextChoices):
+        SHA1 = "sha1", "SHA1"
+        SHA256 = "sha256", "SHA256"
+        SHA512 = "sha512", "SHA512"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    key_id = models.CharField(max_length=32, db_index=True)
+    nonce = models.BinaryField(max_length=seeds.NONCE_BYTES)
+    ciphertext = models.BinaryField(max_length=seeds.SEED_BYTES + 64)
+    algorithm = models.CharField(max_length=8, choices=Algorithm.choices, default=Algorithm.SHA1)
+    digits = models.PositiveSmallIntegerField(default=6)
+    period = models.PositiveSmallIntegerField(default=30)
+    # Steps the phone's clock runs ahead (+) or behind (-), learned at enrolment.
+    drift = models.SmallIntegerField(default=0)
+    # The newest time step accepted: a code is accepted only for a newer step (RFC 6238 §5.2).
+    last_t = models.BigIntegerField(default=-1)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    pending_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Re-enrolment: the pending device replaces the old one only once confirmed.
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(confirmed=True), name="one_confirmed_device"
+            )
+        ]
+
+    def associated_data(self) -> bytes:
+        # Binds the ciphertext to this row and its owner: copied to another device, or the row
+        # handed to another user, it no longer decrypts.
+        return f"totp-seed:v1:{self.uuid}:{self.user_id}".encode()
+
+    def set_seed(self, seed: bytes, keyring: seeds.Keyring | None = None) -> None:
+        sealed = (keyring or seeds.load_keyring()).seal(seed, self.associated_data())
+        self.key_id, self.nonce, self.ciphertext = sealed.key_id, sealed.nonce, sealed.ciphertext
+
+    def seed(self, keyring: seeds.Keyring | None = None) -> bytes:
+        """The seed in clear, for this call only. Raises SeedDecryptionError."""
+        sealed = seeds.SealedSeed(self.key_id, bytes(self.nonce), bytes(self.ciphertext))
+        return (keyring or seeds.load_keyring()).open(sealed, self.associated_data())
+
+    def match_step(self, code: str, unix_time: float | None = None, tolerance: int = 1):
+        """The time step that ``code`` belongs to, within ``tolerance`` steps of the phone's
+        expected clock, or None. A device whose seed cannot be opened matches nothing."""
+        try:
+            seed = self.seed()
+        except (seeds.SeedDecryptionError, seeds.KeyringError) as exc:
+            logger.error("device %s is unusable: %s", self.uuid, exc)
+            return None
+        now = time.time() if unix_time is None else unix_time
+        expected = totp.time_step(now, self.period) + self.drift
+        steps = range(expected - tolerance, expected + tolerance + 1)
+        return totp.find_step(seed, code, steps, self.digits, self.algorithm)
+
+    def claim_step(self, step: int) -> bool:
+        """Record ``step`` as used, unless this or a newer step already was. Atomic across
+        workers and machines: the database decides which of two concurrent claims wins."""
+        claimed = Device.objects.filter(pk=self.pk, last_t__lt=step).update(
+            last_t=step, last_used_at=timezone.now()
+        )
+        if claimed:
+            self.last_t = step
+        return bool(claimed)
+
+    def verify_token(self, token) -> bool:
+        """django-otp's interface: a fresh code for a newer step, claimed once."""
+        step = self.match_step(str(token))
+        return step is not None and step > self.last_t and self.claim_step(step)
+
+    def get_throttle_factor(self):
+        return 1
+
+
+class MailSession(models.Model):
+    """A verified mail login that the same client may reuse (DESIGN §5.2): mail clients open
+    parallel connections and reconnect with their cached password+code long after 30 seconds."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="mail_sessions")
+    professional = models.ForeignKey(
+        Professional, on_delete=models.CASCADE, related_name="mail_sessions"
+    )
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="mail_sessions")
+    # HMAC of the exact credential string under a server key: never the credential itself.
+    credential_digest = models.CharField(max_length=64)
+    client_network = models.CharField(max_length=64)
+    protocol = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["credential_digest", "mailbox"])]
+
+    def __str__(self):
+        return f"{self.mailbox} {self.protocol} {self.client_network}"
+
+
+class AuditEvent(models.Model):
+    """One row of the append-only audit trail. Details never hold a secret."""
+
+    class ActorKind(models.TextChoices):
+        PROFESSIONAL = "professional", _("professional")
+        STAFF = "staff", _("staff")
+        SERVICE = "service", _("service")
+        SYSTEM = "system", _("system")
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    actor = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=254, blank=True)
+    outcome = models.CharField(max_length=32, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    # Integrity fields, filled by the audit sealer (issue: tamper-evident trail).
+    mac = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("audit events are append-only; the retention purge removes old rows")

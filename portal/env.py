@@ -1,0 +1,65 @@
+"""Reading configuration from the environment.
+
+Every secret can also come from a file named by the same variable with a ``_FILE`` suffix
+(``SECRET_KEY_FILE=/run/secrets/portal-secret-key``), the way container and systemd secrets are
+handed over. A value that cannot be parsed stops the start with the variable's name in the message.
+"""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """The value of NAME, or the content of the file named by NAME_FILE (one trailing newline
+    stripped). Setting both is refused: which one wins would be a guess."""
+    direct = os.environ.get(name)
+    file_name = os.environ.get(f"{name}_FILE")
+    if direct is not None and file_name is not None:
+        raise ImproperlyConfigured(f"set {name} or {name}_FILE, not both")
+    if file_name is None:
+        return default if direct is None else direct
+    try:
+        content = Path(file_name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"{name}_FILE: cannot read {file_name}: {exc.strerror}"
+        ) from None
+    return content.removesuffix("\n")

@@ -1,0 +1,127 @@
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from enrolment.models import Mailbox, Membership, Professional
+
+GOOD_CSV = """address,kind,national_id,given_name,family_name
+Dr.Martin@Cabinet.MSSante.fr,personal,899700000001,Claire,Martin
+accueil@clinique.mssante.fr,organisational,899700000002,Sofia,Benali
+accueil@clinique.mssante.fr,organisational,899700000003,Luc,Moreau
+"""
+
+
+def import_file(tmp_path, content, name="mailboxes.csv") -> str:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    out = StringIO()
+    call_command("import_mailboxes", str(path), stdout=out)
+    return out.getvalue()
+
+
+def database_state():
+    return (
+        sorted(Mailbox.objects.values_list("address", "kind", "is_active", "updated_at")),
+        sorted(Professional.objects.values_list("national_id", "given_name", "family_name")),
+        sorted(Membership.objects.values_list("mailbox__address", "professional__national_id")),
+    )
+
+
+@pytest.mark.django_db
+def test_a_good_file_creates_mailboxes_professionals_and_memberships(tmp_path):
+    out = import_file(tmp_path, GOOD_CSV)
+
+    assert "mailboxes: 2 created" in out
+    assert "memberships: 3 created" in out
+    shared = Mailbox.objects.get(address="accueil@clinique.mssante.fr")
+    assert shared.kind == "organisational"
+    assert sorted(shared.members.values_list("family_name", flat=True)) == ["Benali", "Moreau"]
+    # Addresses are case-folded, so the verifier's lookup is an exact match.
+    assert Mailbox.objects.filter(address="dr.martin@cabinet.mssante.fr").exists()
+
+
+@pytest.mark.django_db
+def test_the_same_file_twice_changes_nothing_the_second_time(tmp_path):
+    import_file(tmp_path, GOOD_CSV)
+    before = database_state()
+
+    out = import_file(tmp_path, GOOD_CSV)
+
+    assert "(nothing to change)" in out
+    assert database_state() == before
+
+
+@pytest.mark.django_db
+def test_a_file_with_one_bad_row_imports_nothing_and_names_the_line(tmp_path):
+    bad = GOOD_CSV + "nobody-at-all,personal,899700000009,Jean,Dupont\n"
+
+    with pytest.raises(CommandError) as refused:
+        import_file(tmp_path, bad)
+
+    assert "nothing imported" in str(refused.value)
+    assert "line 5: Enter a valid email address." in str(refused.value)
+    assert database_state() == ([], [], [])
+
+
+@pytest.mark.django_db
+def test_every_bad_line_is_reported(tmp_path):
+    bad = (
+        "address,kind,national_id\n"
+        "a@x.mssante.fr,shared,899700000001\n"
+        "b@x.mssante.fr,personal,not an id\n"
+        "c@x.mssante.fr,personal,899700000001\n"
+        "c@x.mssante.fr,personal,899700000002\n"
+    )
+    with pytest.raises(CommandError) as refused:
+        import_file(tmp_path, bad)
+    message = str(refused.value)
+    assert "line 2: kind must be personal or organisational, not 'shared'" in message
+    assert "line 3: national_id 'not an id' is not a national id" in message
+    assert "line 5: personal mailbox c@x.mssante.fr has a second holder" in message
+    assert Mailbox.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_personal_mailbox_already_held_by_someone_else_is_refused(tmp_path):
+    import_file(tmp_path, GOOD_CSV)
+    before = database_state()
+    takeover = (
+        "address,kind,national_id\n"
+        "new@x.mssante.fr,personal,899700000005\n"
+        "dr.martin@cabinet.mssante.fr,personal,899700000004\n"
+    )
+    with pytest.raises(CommandError, match=r"line 3: personal mailbox .* already belongs to 8997"):
+        import_file(tmp_path, takeover)
+    assert database_state() == before
+
+
+@pytest.mark.django_db
+def test_a_missing_column_is_reported(tmp_path):
+    with pytest.raises(CommandError, match="line 1: missing column\\(s\\): kind"):
+        import_file(tmp_path, "address,national_id\na@x.fr,899700000001\n")
+
+
+@pytest.mark.django_db
+def test_a_change_in_the_file_updates_the_rows(tmp_path):
+    import_file(tmp_path, GOOD_CSV)
+    out = import_file(
+        tmp_path,
+        GOOD_CSV.replace(",Claire,", ",Claire-Anne,")
+        + "accueil@clinique.mssante.fr,organisational,899700000001,,\n",
+    )
+    assert "professionals: 0 created, 1 updated" in out
+    assert "memberships: 1 created" in out
+    assert Professional.objects.get(national_id="899700000001").given_name == "Claire-Anne"
+
+
+@pytest.mark.django_db
+def test_json_files_are_imported_too(tmp_path):
+    records = [
+        {"address": "a@x.mssante.fr", "kind": "personal", "national_id": "899700000001"},
+        {"address": "b@x.mssante.fr", "kind": "personal", "national_id": "0"},
+    ]
+    with pytest.raises(CommandError, match="entry 2: national_id '0'"):
+        import_file(tmp_path, json.dumps(records), "boxes.json")
+    assert "mailboxes: 1 created" in import_file(tmp_path, json.dumps(records[:1]), "boxes.json")

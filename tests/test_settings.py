@@ -1,0 +1,101 @@
+"""The site as an operator starts it: real processes with production settings."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import keyring_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(*args, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SEED_KEYRING_FILE"}}
+    env.update(
+        DJANGO_SETTINGS_MODULE="portal.settings",
+        SECRET_KEY="prod-" + os.urandom(32).hex(),
+        SEED_KEYRING=keyring_json("prod1"),
+        ALLOWED_HOSTS="portal.example.fr",
+    )
+    env.update(env_changes)
+    env = {k: v for k, v in env.items() if v is not None}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("keyring", "named"),
+    [(None, "SEED_KEYRING"), ('{"active": "a", "keys": {"a": "AAAA"}}', "SEED_KEYRING")],
+)
+def test_the_site_does_not_start_without_a_valid_key(keyring, named):
+    result = run_manage("check", SEED_KEYRING=keyring)
+    assert result.returncode != 0
+    assert "enrolment.E001" in result.stderr
+    assert named in result.stderr
+
+
+def test_gunicorn_entry_point_refuses_to_load_without_a_key():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "SECRET_KEY": "x" * 50,
+        "SEED_KEYRING": "",
+        "SEED_KEYRING_FILE": "",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import portal.wsgi"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SEED_KEYRING" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key():
+    result = run_manage("check", SECRET_KEY=None)
+    assert result.returncode != 0
+    assert "SECRET_KEY (or SECRET_KEY_FILE) must be set" in result.stderr
+
+
+def test_a_bad_value_fails_loudly_naming_the_variable():
+    result = run_manage("check", DEBUG="perhaps")
+    assert result.returncode != 0
+    assert "DEBUG must be true or false, not 'perhaps'" in result.stderr
+
+
+def test_secrets_can_come_from_files(tmp_path):
+    (tmp_path / "secret").write_text("file-" + "s" * 60 + "\n")
+    (tmp_path / "keyring").write_text(keyring_json("fromfile"))
+    result = run_manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from django.conf import settings; from enrolment.seeds import load_keyring;"
+        "print(settings.SECRET_KEY[:5], load_keyring().active_id)",
+        SECRET_KEY=None,
+        SECRET_KEY_FILE=str(tmp_path / "secret"),
+        SEED_KEYRING=None,
+        SEED_KEYRING_FILE=str(tmp_path / "keyring"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["file-", "fromfile"]
