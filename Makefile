@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_ENV := DEBUG=1 SEED_KEYRING_FILE=var/demo-keyring.json
 
 .PHONY: install test lint demo clean
 
@@ -23,11 +22,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 demo: install
-	mkdir -p var
-	test -f var/demo-keyring.json || $(DEMO_ENV) $(BIN)/python manage.py seed_key new --file var/demo-keyring.json
-	$(DEMO_ENV) $(BIN)/python manage.py migrate --verbosity 0
-	$(DEMO_ENV) $(BIN)/python manage.py import_mailboxes deploy/demo/mailboxes.csv
-	$(DEMO_ENV) $(BIN)/python manage.py runserver 127.0.0.1:8000
+	deploy/demo/run.sh
 
 clean:
 	rm -rf $(VENV) var

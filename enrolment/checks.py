@@ -3,6 +3,7 @@
 manage.py runs them before its commands; portal/wsgi.py runs them before gunicorn serves.
 """
 
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
@@ -29,3 +30,33 @@ def refuse_to_start_without_keyring():
     errors = check_seed_keyring()
     if errors:
         raise ImproperlyConfigured(errors[0].msg)
+
+
+@checks.register()
+def check_psc_settings(app_configs=None, **kwargs):
+    errors = []
+    if not settings.OIDC_RP_CLIENT_ID:
+        errors.append(
+            checks.Error(
+                "PSC_CLIENT_ID is not set: professionals cannot log in.",
+                hint="Set PSC_CLIENT_ID and PSC_CLIENT_SECRET (or PSC_CLIENT_CERT_FILE and "
+                "PSC_CLIENT_KEY_FILE) to the values registered with Pro Santé Connect.",
+                id="enrolment.E002",
+            )
+        )
+    if settings.PSC_ENVIRONMENT == "standin" and not settings.DEBUG:
+        errors.append(
+            checks.Error(
+                "PSC_ENVIRONMENT=standin is the demo's stand-in provider; it needs DEBUG=1.",
+                hint="Use PSC_ENVIRONMENT=production (or bas for PSC's test platform).",
+                id="enrolment.E003",
+            )
+        )
+    if bool(settings.PSC_CLIENT_CERT_FILE) != bool(settings.PSC_CLIENT_KEY_FILE):
+        errors.append(
+            checks.Error(
+                "Set both PSC_CLIENT_CERT_FILE and PSC_CLIENT_KEY_FILE, or neither.",
+                id="enrolment.E004",
+            )
+        )
+    return errors

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_otp",
+    "mozilla_django_oidc",
     "enrolment",
 ]
 
@@ -127,6 +128,78 @@ STORAGES = {
 # that file. SECRET_KEY is never used for seeds.
 SEED_KEYRING = env_str("SEED_KEYRING")
 SEED_KEYRING_FILE = env_str("SEED_KEYRING_FILE")
+
+# Login with Pro Santé Connect (portal/psc.py). PSC's discovery document is not at the standard
+# path, and mozilla-django-oidc does no discovery: the endpoints come from a preset, each
+# overridable. "standin" is the demo's and the tests' stand-in (deploy/dev-psc), refused unless
+# DEBUG is on (enrolment.E003).
+PSC_PRESETS = {
+    "production": (
+        "https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet",
+        "https://wallet.esw.esante.gouv.fr/auth",
+    ),
+    "bas": (
+        "https://auth.bas.psc.esante.gouv.fr/auth/realms/esante-wallet",
+        "https://wallet.bas.psc.esante.gouv.fr/auth",
+    ),
+}
+PSC_ENVIRONMENT = env_str("PSC_ENVIRONMENT", "production")
+if PSC_ENVIRONMENT in PSC_PRESETS:
+    _issuer, _authorization = PSC_PRESETS[PSC_ENVIRONMENT]
+    _issuer = env_str("PSC_ISSUER", _issuer)
+    _keycloak = f"{_issuer}/protocol/openid-connect"
+    _defaults = {
+        "AUTHORIZATION": _authorization,
+        "TOKEN": f"{_keycloak}/token",
+        "USERINFO": f"{_keycloak}/userinfo",
+        "JWKS": f"{_keycloak}/certs",
+        "END_SESSION": f"{_keycloak}/logout",
+    }
+elif PSC_ENVIRONMENT == "standin":
+    _issuer = env_str("PSC_ISSUER", "http://127.0.0.1:19220")
+    _defaults = {
+        "AUTHORIZATION": f"{_issuer}/auth",
+        "TOKEN": f"{_issuer}/token",
+        "USERINFO": f"{_issuer}/me",
+        "JWKS": f"{_issuer}/jwks",
+        "END_SESSION": f"{_issuer}/session/end",
+    }
+else:
+    raise ImproperlyConfigured(
+        f"PSC_ENVIRONMENT must be production, bas or standin, not {PSC_ENVIRONMENT!r}"
+    )
+PSC_ISSUER = _issuer
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("PSC_AUTHORIZATION_ENDPOINT", _defaults["AUTHORIZATION"])
+OIDC_OP_TOKEN_ENDPOINT = env_str("PSC_TOKEN_ENDPOINT", _defaults["TOKEN"])
+OIDC_OP_USER_ENDPOINT = env_str("PSC_USERINFO_ENDPOINT", _defaults["USERINFO"])
+OIDC_OP_JWKS_ENDPOINT = env_str("PSC_JWKS_ENDPOINT", _defaults["JWKS"])
+OIDC_OP_LOGOUT_ENDPOINT = env_str("PSC_END_SESSION_ENDPOINT", _defaults["END_SESSION"])
+OIDC_RP_CLIENT_ID = env_str("PSC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_secret("PSC_CLIENT_SECRET")
+# mTLS at the token endpoint instead of the secret, when both files are set.
+PSC_CLIENT_CERT_FILE = env_str("PSC_CLIENT_CERT_FILE")
+PSC_CLIENT_KEY_FILE = env_str("PSC_CLIENT_KEY_FILE")
+OIDC_TOKEN_USE_BASIC_AUTH = env_bool("PSC_TOKEN_BASIC_AUTH", False)
+OIDC_RP_SIGN_ALGO = env_str("PSC_SIGN_ALGO", "RS256")  # PSC has used RS256 and HS256
+OIDC_RP_SCOPES = "openid scope_all"
+PSC_REQUIRED_ACR = env_str("PSC_REQUIRED_ACR", "eidas1")
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_VERIFY_SSL = True
+OIDC_TIMEOUT = env_int("PSC_TIMEOUT_SECONDS", 10, minimum=1)
+OIDC_OP_LOGOUT_URL_METHOD = "portal.psc.end_session_url"
+OIDC_CALLBACK_CLASS = "portal.psc.PSCCallbackView"
+OIDC_AUTHENTICATE_CLASS = "portal.psc.PSCLoginView"
+# Enrolment, re-enrolment and password changes need a PSC login younger than this.
+PSC_RECENT_LOGIN_SECONDS = env_int("PSC_RECENT_LOGIN_SECONDS", 600, minimum=30)
+
+AUTHENTICATION_BACKENDS = [
+    "portal.psc.PSCBackend",
+    "django.contrib.auth.backends.ModelBackend",  # staff accounts
+]
+LOGIN_URL = "oidc_authentication_init"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
 
 # What the professional's phone shows next to the code, and the name in the otpauth:// URI.
 TOTP_ISSUER = env_str("TOTP_ISSUER", "MSSante OTP")

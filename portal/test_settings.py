@@ -16,3 +16,7 @@ from portal.settings import *  # noqa: F403
 SECURE_SSL_REDIRECT = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+# The live-server tests speak plain HTTP on loopback; secure cookies would never be sent back.
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns when it is absent)

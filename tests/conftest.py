@@ -1,12 +1,18 @@
 import base64
 import json
 import os
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 
 from enrolment import seeds
 from enrolment.models import Device
+
+# Playwright's sync API runs an event loop in the test's thread; the ORM calls the tests make
+# beside it are synchronous and safe there.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+CHROMIUM = Path("/usr/lib/chromium/chromium")
 
 
 def keyring_json(active: str, *key_ids: str) -> str:
@@ -36,3 +42,45 @@ def pytest_report_header(config):
 
     database = settings.DATABASES["default"]
     return f"database: {database['ENGINE'].rsplit('.', 1)[-1]} {database.get('HOST') or ''}"
+
+
+@pytest.fixture(scope="session")
+def standin_psc_process(live_server, tmp_path_factory):
+    from tests.psc_standin import start_standin
+
+    psc = start_standin(live_server.url, tmp_path_factory.mktemp("psc") / "psc.log")
+    yield psc
+    psc.process.terminate()
+    psc.process.wait(timeout=10)
+
+
+@pytest.fixture
+def standin_psc(standin_psc_process, settings):
+    """The portal configured for the running stand-in PSC."""
+    for name, value in standin_psc_process.settings().items():
+        setattr(settings, name, value)
+    return standin_psc_process
+
+
+@pytest.fixture
+def demo_mailboxes(transactional_db):
+    from django.core.management import call_command
+
+    with open(os.devnull, "w") as quiet:
+        call_command("import_mailboxes", "deploy/demo/mailboxes.csv", stdout=quiet)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium (Playwright's own download is not available here), with every name
+    but loopback unresolvable so the browser makes no outside lookups."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(CHROMIUM),
+        "args": ["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "locale": "fr-FR"}  # the professionals' browsers

@@ -13,12 +13,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_manage(*args, **env_changes):
-    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SEED_KEYRING_FILE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "SEED_KEYRING_FILE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    }
     env.update(
         DJANGO_SETTINGS_MODULE="portal.settings",
         SECRET_KEY="prod-" + os.urandom(32).hex(),
         SEED_KEYRING=keyring_json("prod1"),
         ALLOWED_HOSTS="portal.example.fr",
+        PSC_CLIENT_ID="portal-prod",
+        PSC_CLIENT_SECRET="prod-secret",
     )
     env.update(env_changes)
     env = {k: v for k, v in env.items() if v is not None}

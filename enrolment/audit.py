@@ -1,0 +1,26 @@
+"""Writing the audit trail. Every caller passes what happened; nothing secret goes in details."""
+
+from enrolment.models import AuditEvent
+
+
+def actor_of(request) -> tuple[str, str]:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return AuditEvent.ActorKind.PROFESSIONAL, ""
+    professional = getattr(user, "professional", None)
+    if professional is not None:
+        return AuditEvent.ActorKind.PROFESSIONAL, professional.national_id
+    return AuditEvent.ActorKind.STAFF, user.get_username()
+
+
+def record(request, action: str, *, outcome: str = "", target: str = "", details=None):
+    actor_kind, actor = actor_of(request)
+    return AuditEvent.objects.create(
+        actor_kind=actor_kind,
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        client_ip=request.META.get("REMOTE_ADDR") or None,
+        details=details or {},
+    )

@@ -1,0 +1,244 @@
+"""Login with Pro Santé Connect (PSC), on mozilla-django-oidc.
+
+The library does the authorization-code flow with PKCE, state and nonce, and checks the ID token's
+signature. This module adds what PSC needs on top: the professional keyed by SubjectNameID (never
+by email), the ID token's issuer, audience and acr, the recent-login rule, logout through PSC, and
+a clear page for each way a login can fail.
+"""
+
+import logging
+import time
+from functools import wraps
+from urllib.parse import urlencode
+
+import jwt
+import requests
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import SuspiciousOperation
+from django.db import transaction
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.translation import gettext_lazy as _
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
+
+from enrolment import audit
+from enrolment.models import Professional
+
+logger = logging.getLogger(__name__)
+
+# Claims of the userinfo kept on the professional for later steps; the rest is dropped.
+KEPT_CLAIMS = ("SubjectRefPro", "SubjectRole", "otherIds", "authMode")
+
+FAILURES = {
+    "unreachable": (
+        503,
+        _("Pro Santé Connect cannot be reached"),
+        _(
+            "Pro Santé Connect did not answer. Nothing was changed; "
+            "please try again in a few minutes."
+        ),
+    ),
+    "cancelled": (
+        200,
+        _("Login cancelled"),
+        _(
+            "The login at Pro Santé Connect was cancelled or consent was refused. "
+            "You are not logged in."
+        ),
+    ),
+    "acr": (
+        403,
+        _("Authentication level too low"),
+        _(
+            "This portal needs a login with a CPS card or e-CPS "
+            "at the required level (eIDAS substantial)."
+        ),
+    ),
+    "unknown_professional": (
+        403,
+        _("No mailbox for you here"),
+        _(
+            "You are logged in at Pro Santé Connect, but this operator holds no mailbox for you. "
+            "If you think this is wrong, contact your operator's helpdesk."
+        ),
+    ),
+    "tampered": (
+        400,
+        _("This login link is not valid"),
+        _(
+            "The answer from Pro Santé Connect was altered, already used, or expired. "
+            "Please log in again."
+        ),
+    ),
+}
+
+
+class PSCLoginRefused(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def failure_page(request, reason: str, detail: str = ""):
+    status, title, message = FAILURES[reason]
+    logger.warning("PSC login refused (%s): %s", reason, detail)
+    target = detail if reason == "unknown_professional" else ""
+    audit.record(request, "psc.login", outcome="refused", target=target, details={"reason": reason})
+    return render(request, "psc/failure.html", {"title": title, "message": message}, status=status)
+
+
+class PSCBackend(OIDCAuthenticationBackend):
+    """Finds the professional by PSC's SubjectNameID; refuses anyone the operator does not know."""
+
+    def get_token(self, payload):
+        if not settings.PSC_CLIENT_CERT_FILE:
+            return super().get_token(payload)
+        # mTLS client authentication (PSC's "Espace de Confiance"): the certificate replaces
+        # the secret, which is not sent.
+        payload.pop("client_secret", None)
+        response = requests.post(
+            self.OIDC_OP_TOKEN_ENDPOINT,
+            data=payload,
+            cert=(settings.PSC_CLIENT_CERT_FILE, settings.PSC_CLIENT_KEY_FILE),
+            verify=settings.OIDC_VERIFY_SSL,
+            timeout=settings.OIDC_TIMEOUT,
+        )
+        self.raise_token_response_error(response)
+        return response.json()
+
+    def verify_token(self, token, **kwargs):
+        try:
+            payload = super().verify_token(token, **kwargs)
+        except (SuspiciousOperation, jwt.InvalidTokenError) as exc:
+            raise PSCLoginRefused("tampered", str(exc)) from None
+        if "nonce" in kwargs:  # the ID token (userinfo as a JWT comes without a nonce)
+            self.check_id_token(payload)
+        return payload
+
+    def check_id_token(self, payload: dict) -> None:
+        if payload.get("iss") != settings.PSC_ISSUER:
+            raise PSCLoginRefused("tampered", f"issuer {payload.get('iss')!r}")
+        audience = payload.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.OIDC_RP_CLIENT_ID not in audiences or (
+            len(audiences) > 1 and payload.get("azp") != self.OIDC_RP_CLIENT_ID
+        ):
+            raise PSCLoginRefused("tampered", f"audience {audience!r}")
+        if "exp" not in payload:
+            raise PSCLoginRefused("tampered", "no expiry")
+        if payload.get("acr") != settings.PSC_REQUIRED_ACR:
+            raise PSCLoginRefused("acr", f"acr {payload.get('acr')!r}")
+        self.request.psc_login = {"auth_time": payload.get("auth_time") or int(time.time())}
+
+    def store_tokens(self, access_token, id_token):
+        # Kept on the request, and put in the session by the callback view after login():
+        # login() may flush the session (another user was logged in), which would lose them.
+        self.request.psc_login["id_token"] = id_token
+
+    def get_or_create_user(self, access_token, id_token, payload):
+        claims = self.get_userinfo(access_token, id_token, payload)
+        national_id = str(claims.get("SubjectNameID") or "")
+        professional = (
+            Professional.objects.filter(
+                national_id=national_id,
+                is_active=True,
+                memberships__mailbox__is_active=True,
+            )
+            .distinct()
+            .first()
+        )
+        if professional is None:
+            raise PSCLoginRefused("unknown_professional", national_id)
+        return self.link_user(professional, claims)
+
+    @transaction.atomic
+    def link_user(self, professional: Professional, claims: dict):
+        user = professional.user
+        if user is None:
+            user = get_user_model().objects.create_user(f"psc-{professional.national_id}")
+            professional.user = user
+        user.first_name = str(claims.get("given_name", ""))[:150]
+        user.last_name = str(claims.get("family_name", ""))[:150]
+        user.save(update_fields=["first_name", "last_name"])
+        professional.given_name, professional.family_name = user.first_name, user.last_name
+        professional.psc_claims = {k: claims[k] for k in KEPT_CLAIMS if k in claims}
+        professional.last_login_at = timezone.now()
+        professional.last_login_method = str(claims.get("authMode", ""))[:32]
+        professional.save()
+        return user
+
+
+class PSCLoginView(OIDCAuthenticationRequestView):
+    """Sends the browser to PSC. With ?reauth=1 (the recent-login rule) PSC is asked, through
+    max_age, for a fresh authentication."""
+
+    def get_extra_params(self, request):
+        params = {"acr_values": settings.PSC_REQUIRED_ACR}
+        if request.GET.get("reauth"):
+            params["max_age"] = settings.PSC_RECENT_LOGIN_SECONDS
+        return params
+
+
+class PSCCallbackView(OIDCAuthenticationCallbackView):
+    def get(self, request):
+        if request.GET.get("error"):
+            super().get(request)  # forgets the state, so the answer cannot be replayed
+            return failure_page(request, "cancelled", request.GET["error"])
+        try:
+            return super().get(request)
+        except SuspiciousOperation as exc:  # unknown or reused state
+            return failure_page(request, "tampered", str(exc))
+        except PSCLoginRefused as exc:
+            return failure_page(request, exc.reason, exc.detail)
+        except requests.HTTPError as exc:
+            # The token endpoint refuses a reused or foreign code with a 4xx.
+            status = exc.response.status_code if exc.response is not None else 502
+            return failure_page(request, "tampered" if status < 500 else "unreachable", str(exc))
+        except requests.RequestException as exc:
+            return failure_page(request, "unreachable", type(exc).__name__)
+
+    def login_failure(self):
+        return failure_page(self.request, "tampered", "no pending login in this session")
+
+    def login_success(self):
+        response = super().login_success()
+        self.request.session["psc_auth_time"] = self.request.psc_login["auth_time"]
+        self.request.session["psc_id_token"] = self.request.psc_login["id_token"]
+        audit.record(self.request, "psc.login", outcome="ok")
+        return response
+
+
+def end_session_url(request) -> str:
+    """Where logout sends the browser: PSC's end-session endpoint, which ends the PSC session
+    too, then comes back to our home page."""
+    id_token = request.session.get("psc_id_token")
+    if not id_token or not settings.OIDC_OP_LOGOUT_ENDPOINT:
+        return reverse("home")
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "post_logout_redirect_uri": request.build_absolute_uri(reverse("home")),
+            "state": get_random_string(32),
+        }
+    )
+    return f"{settings.OIDC_OP_LOGOUT_ENDPOINT}?{query}"
+
+
+def recent_psc_login(view):
+    """For enrolment and password changes: a PSC login younger than PSC_RECENT_LOGIN_SECONDS.
+    An older session goes back through PSC (max_age) and returns to the page it asked for."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        auth_time = request.session.get("psc_auth_time", 0)
+        if time.time() - auth_time > settings.PSC_RECENT_LOGIN_SECONDS:
+            query = urlencode({"next": request.get_full_path(), "reauth": "1"})
+            return redirect(f"{reverse('oidc_authentication_init')}?{query}")
+        return view(request, *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,291 @@
+"""Login through the real stand-in PSC process, without a visitor: every refusal of DESIGN §6."""
+
+import base64
+import hashlib
+import secrets
+import time
+from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlunparse
+
+import pytest
+import requests
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+
+from enrolment.models import AuditEvent, Professional
+from tests.psc_standin import CLIENT_SECRET, log_in, login_form_action
+from tests.token_proxy import TokenProxy
+
+DOCTOR, NURSE, STRANGER = "899700000001", "899700000002", "899700000099"
+
+
+@pytest.fixture
+def visitor():
+    session = requests.Session()
+    session.headers["Accept-Language"] = "en"
+    return session
+
+
+@pytest.fixture
+def portal(live_server, standin_psc, demo_mailboxes):
+    return live_server.url
+
+
+def logged_in_sessions() -> list[Session]:
+    return [s for s in Session.objects.all() if "_auth_user_id" in s.get_decoded()]
+
+
+def assert_nothing_left_behind():
+    assert get_user_model().objects.count() == 0
+    assert not Professional.objects.filter(user__isnull=False).exists()
+    assert logged_in_sessions() == []
+
+
+def authorize_url(visitor, portal) -> str:
+    """The portal's authorization request to PSC, as its redirect hands it to the visitor."""
+    response = visitor.get(f"{portal}/oidc/authenticate/", allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    return response.headers["Location"]
+
+
+def with_params(url: str, **changes) -> str:
+    parts = urlparse(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    return urlunparse(parts._replace(query=urlencode({**query, **changes})))
+
+
+def follow_to_callback(visitor, url, national_id) -> str:
+    """Log in at PSC from ``url`` and stop at the redirect to the portal's callback."""
+    response = visitor.post(
+        login_form_action(visitor.get(url, timeout=10)),
+        data={"sub": national_id, "action": "login"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    while "/oidc/callback/" not in response.headers.get("Location", ""):
+        assert response.status_code in (302, 303), response.text[:300]
+        response = visitor.get(
+            urljoin(response.url, response.headers["Location"]), allow_redirects=False, timeout=10
+        )
+    return urljoin(response.url, response.headers["Location"])
+
+
+def test_a_professional_logs_in_and_sees_name_and_mailboxes(portal, visitor):
+    home = log_in(visitor, f"{portal}/oidc/authenticate/", NURSE)
+
+    assert home.url == f"{portal}/"
+    assert "Sofia Benali" in home.text
+    assert "899700000002" in home.text
+    assert "accueil@clinique-demo.mssante.fr" in home.text
+    assert "No phone is enrolled yet" in home.text
+    professional = Professional.objects.get(national_id=NURSE)
+    assert professional.user is not None and professional.last_login_at is not None
+    assert "SubjectRefPro" in professional.psc_claims
+    assert AuditEvent.objects.filter(action="psc.login", outcome="ok", actor=NURSE).exists()
+
+
+def test_french_is_the_default_language(portal):
+    home = log_in(requests.Session(), f"{portal}/oidc/authenticate/", DOCTOR)
+    assert '<html lang="fr">' in home.text
+    assert "Mes boîtes aux lettres" in home.text
+
+
+def test_an_hs256_signed_id_token_is_accepted_too(portal, visitor, standin_psc, settings):
+    for name, value in standin_psc.settings("portal-hs256", "HS256").items():
+        setattr(settings, name, value)
+    home = log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
+    assert "Claire Martin" in home.text
+
+
+def test_a_professional_unknown_to_the_operator_gets_a_clear_page(portal, visitor):
+    page = log_in(visitor, f"{portal}/oidc/authenticate/", STRANGER)
+
+    assert page.status_code == 403
+    assert "No mailbox for you here" in page.text
+    assert not Professional.objects.filter(national_id=STRANGER).exists()
+    assert_nothing_left_behind()
+    assert AuditEvent.objects.filter(outcome="refused", target=STRANGER).exists()
+
+
+def test_a_cancelled_login_gets_a_clear_page(portal, visitor):
+    page = log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR, action="cancel")
+    assert "Login cancelled" in page.text
+    assert_nothing_left_behind()
+
+
+def test_a_callback_with_a_wrong_state_is_refused(portal, visitor):
+    callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
+    forged = with_params(callback, state="forged-state")
+
+    page = visitor.get(forged, timeout=10)
+
+    assert page.status_code == 400
+    assert "This login link is not valid" in page.text
+    assert_nothing_left_behind()
+
+
+def test_a_replayed_callback_is_refused(portal, visitor):
+    callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
+    assert "Claire Martin" in visitor.get(callback, timeout=10).text
+    visitor.post(
+        f"{portal}/logout/",
+        headers={"X-CSRFToken": visitor.cookies["csrftoken"], "Referer": f"{portal}/"},
+        timeout=10,
+    )
+
+    page = visitor.get(callback, timeout=10)
+
+    assert page.status_code == 400
+    assert "This login link is not valid" in page.text
+    assert logged_in_sessions() == []
+
+
+def test_a_code_reused_in_another_login_is_refused(portal, visitor):
+    callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
+    stolen = parse_qs(urlparse(callback).query)["code"][0]
+    assert "Claire Martin" in visitor.get(callback, timeout=10).text  # used once, legitimately
+    attacker = requests.Session()
+    attacker.headers["Accept-Language"] = "en"
+    own = follow_to_callback(attacker, authorize_url(attacker, portal), NURSE)
+
+    page = attacker.get(with_params(own, code=stolen), timeout=10)
+
+    assert page.status_code == 400
+    assert "This login link is not valid" in page.text
+    assert not Professional.objects.filter(national_id=NURSE, user__isnull=False).exists()
+
+
+def test_an_id_token_with_a_wrong_nonce_is_refused(portal, visitor):
+    tampered = with_params(authorize_url(visitor, portal), nonce="nonce-of-another-login")
+    page = visitor.get(follow_to_callback(visitor, tampered, DOCTOR), timeout=10)
+
+    assert page.status_code == 400
+    assert "This login link is not valid" in page.text
+    assert_nothing_left_behind()
+
+
+def test_an_id_token_with_a_weaker_acr_is_refused(portal, visitor):
+    downgraded = with_params(authorize_url(visitor, portal), acr_values="eidas0")
+    page = visitor.get(follow_to_callback(visitor, downgraded, DOCTOR), timeout=10)
+
+    assert page.status_code == 403
+    assert "Authentication level too low" in page.text
+    assert_nothing_left_behind()
+
+
+@pytest.fixture
+def token_proxy(standin_psc, settings):
+    proxy = TokenProxy(f"{standin_psc.issuer}/token")
+    settings.OIDC_OP_TOKEN_ENDPOINT = proxy.url
+    yield proxy
+    proxy.close()
+
+
+def id_token_for_another_service(psc, portal, nonce) -> str:
+    """A genuine ID token from the same PSC, issued to another relying party."""
+    other = requests.Session()
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    url = f"{psc.issuer}/auth?" + urlencode(
+        {
+            "client_id": "another-service",
+            "response_type": "code",
+            "scope": "openid scope_all",
+            "redirect_uri": f"{portal}/oidc/callback/",
+            "state": "s",
+            "nonce": nonce,
+            "code_challenge": challenge.decode().rstrip("="),
+            "code_challenge_method": "S256",
+            "acr_values": "eidas1",
+        }
+    )
+    code = parse_qs(urlparse(follow_to_callback(other, url, DOCTOR)).query)["code"][0]
+    tokens = requests.post(
+        f"{psc.issuer}/token",
+        timeout=10,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": f"{portal}/oidc/callback/",
+            "client_id": "another-service",
+            "client_secret": CLIENT_SECRET,
+        },
+    ).json()
+    return tokens["id_token"]
+
+
+def test_an_id_token_for_another_audience_is_refused(portal, visitor, standin_psc, token_proxy):
+    authorize = authorize_url(visitor, portal)
+    nonce = parse_qs(urlparse(authorize).query)["nonce"][0]
+    foreign = id_token_for_another_service(standin_psc, portal, nonce)
+    token_proxy.alter = lambda id_token: foreign
+
+    page = visitor.get(follow_to_callback(visitor, authorize, DOCTOR), timeout=10)
+
+    assert page.status_code == 400
+    assert "This login link is not valid" in page.text
+    assert_nothing_left_behind()
+
+
+def test_an_id_token_with_a_bad_signature_is_refused(portal, visitor, token_proxy):
+    def flip_signature(id_token):
+        head, body, signature = id_token.split(".")
+        return f"{head}.{body}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
+
+    token_proxy.alter = flip_signature
+    page = visitor.get(
+        follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR), timeout=10
+    )
+
+    assert page.status_code == 400
+    assert "This login link is not valid" in page.text
+    assert_nothing_left_behind()
+
+
+def test_psc_unreachable_gets_a_clear_page(portal, visitor, settings):
+    callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
+    settings.OIDC_OP_TOKEN_ENDPOINT = "http://127.0.0.1:9/token"  # nothing listens there
+
+    page = visitor.get(callback, timeout=10)
+
+    assert page.status_code == 503
+    assert "Pro Santé Connect cannot be reached" in page.text
+    assert_nothing_left_behind()
+
+
+def test_an_old_login_goes_back_through_psc_and_returns_to_the_page(portal, visitor):
+    log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
+    assert "Enrol your phone" in visitor.get(f"{portal}/enrolment/", timeout=10).text
+    [session] = logged_in_sessions()
+    data = session.get_decoded()
+    data["psc_auth_time"] = time.time() - 3600
+    Session.objects.filter(pk=session.pk).update(session_data=Session.objects.encode(data))
+
+    back_to_psc = visitor.get(f"{portal}/enrolment/", allow_redirects=False, timeout=10)
+    to_psc = visitor.get(
+        urljoin(portal, back_to_psc.headers["Location"]), allow_redirects=False, timeout=10
+    )
+    assert parse_qs(urlparse(to_psc.headers["Location"]).query)["max_age"] == ["600"]
+    # PSC's own session is fresh here, so PSC answers without asking again.
+    page = visitor.get(to_psc.headers["Location"], timeout=10)
+
+    assert page.url == f"{portal}/enrolment/"
+    assert "Enrol your phone" in page.text
+    assert AuditEvent.objects.filter(action="psc.login", outcome="ok").count() == 2
+
+
+def test_logout_goes_through_psc_end_session(portal, visitor, standin_psc):
+    log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
+    response = visitor.post(
+        f"{portal}/logout/",
+        allow_redirects=False,
+        timeout=10,
+        headers={"X-CSRFToken": visitor.cookies["csrftoken"], "Referer": f"{portal}/"},
+    )
+
+    target = urlparse(response.headers["Location"])
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{standin_psc.issuer}/session/end"
+    query = parse_qs(target.query)
+    assert query["post_logout_redirect_uri"] == [f"{portal}/"]
+    assert query["id_token_hint"][0].count(".") == 2
+    assert logged_in_sessions() == []
