@@ -105,3 +105,15 @@ def test_secrets_can_come_from_files(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["file-", "fromfile"]
+
+
+def test_the_stand_in_psc_is_refused_without_debug():
+    result = run_manage("check", PSC_ENVIRONMENT="standin")
+    assert result.returncode != 0
+    assert "enrolment.E003" in result.stderr
+
+
+def test_production_needs_a_psc_client_id():
+    result = run_manage("check", PSC_CLIENT_ID=None)
+    assert result.returncode != 0
+    assert "enrolment.E002" in result.stderr
