@@ -5,6 +5,7 @@ import time
 import uuid
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -48,6 +49,19 @@ class Professional(models.Model):
     def __str__(self):
         name = f"{self.given_name} {self.family_name}".strip()
         return f"{name} ({self.national_id})" if name else self.national_id
+
+    def set_mail_password(self, raw_password: str) -> None:
+        """Hash with the first of PASSWORD_HASHERS (Argon2id) and end every mail session,
+        which the old password opened."""
+        self.mail_password = make_password(raw_password)
+        self.mail_password_changed_at = timezone.now()
+        self.save(update_fields=["mail_password", "mail_password_changed_at"])
+        self.end_mail_sessions("password_changed")
+
+    def end_mail_sessions(self, reason: str) -> int:
+        return self.mail_sessions.filter(revoked_at__isnull=True).update(
+            revoked_at=timezone.now(), revoked_reason=reason
+        )
 
 
 class Mailbox(models.Model):

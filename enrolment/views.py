@@ -1,9 +1,17 @@
-"""The professional's own pages."""
+"""The professional's own pages: home, the enrolment wizard, the mail password."""
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
-from django.utils import timezone
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from enrolment import audit, enrolling, notify, totp
+from enrolment.enrolling import Outcome
+from enrolment.forms import CodeForm, MailPasswordForm
 from enrolment.models import Device, Professional
 from portal.psc import recent_psc_login
 
@@ -12,33 +20,159 @@ def professional_of(request) -> Professional | None:
     return getattr(request.user, "professional", None) if request.user.is_authenticated else None
 
 
-def device_state(user) -> tuple[str, Device | None]:
-    """("active", device), ("pending", device) or ("none", None)."""
-    active = Device.objects.filter(user=user, confirmed=True).first()
-    if active:
-        return "active", active
-    pending = Device.objects.filter(
-        user=user, confirmed=False, pending_until__gt=timezone.now()
-    ).first()
-    return ("pending", pending) if pending else ("none", None)
+def professional_required(view):
+    """Logged in through PSC as a professional of this operator (staff accounts are not)."""
+
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        if professional_of(request) is None:
+            raise Http404
+        return view(request, *args, **kwargs)
+
+    wrapper.__name__ = view.__name__
+    wrapper.__doc__ = view.__doc__
+    return wrapper
 
 
 def home(request):
     professional = professional_of(request)
     if professional is None:
         return render(request, "home/landing.html")
-    state, device = device_state(request.user)
     ctx = {
         "professional": professional,
         "mailboxes": professional.mailboxes.filter(is_active=True).order_by("address"),
-        "device_state": state,
-        "device": device,
+        "device": Device.objects.filter(user=request.user, confirmed=True).first(),
+        "pending": enrolling.pending_device(request.user),
     }
     return render(request, "home/home.html", ctx)
 
 
-@login_required
+@professional_required
 @recent_psc_login
 def enrolment_start(request):
-    """Step 1 of the wizard: what the professional needs, and why."""
-    return render(request, "enrolment/start.html", {"professional": professional_of(request)})
+    """Step 1: what the professional needs, and why. POST starts a new enrolment."""
+    if request.method == "POST":
+        enrolling.start_enrolment(request.user)
+        audit.record(request, "enrolment.start", outcome="ok")
+        return redirect("enrolment_scan")
+    ctx = {
+        "replacing": Device.objects.filter(user=request.user, confirmed=True).exists(),
+        "pending_minutes": settings.ENROLMENT_PENDING_SECONDS // 60,
+    }
+    return render(request, "enrolment/start.html", ctx)
+
+
+@never_cache  # this page shows the seed
+@professional_required
+@recent_psc_login
+@sensitive_variables("seed", "uri", "secret")
+def enrolment_scan(request):
+    """Step 2: the QR code, the key to type, and the otpauth:// link."""
+    device = enrolling.pending_device(request.user)
+    if device is None:
+        messages.info(request, _("Your enrolment expired or is finished; start again."))
+        return redirect("enrolment_start")
+    seed = device.seed()
+    uri = enrolling.otpauth_uri(device, enrolling.account_label(professional_of(request)), seed)
+    secret = enrolling.grouped(totp.base32_secret(seed))
+    ctx = {
+        "qr_svg": enrolling.qr_svg(uri),
+        "otpauth_uri": uri,
+        "secret": secret,
+        "issuer": settings.TOTP_ISSUER,
+        "pending_until": device.pending_until,
+    }
+    return render(request, "enrolment/scan.html", ctx)
+
+
+@never_cache
+@sensitive_post_parameters("code")
+@professional_required
+@recent_psc_login
+def enrolment_confirm(request):
+    """Step 3: the first code from the phone turns the pending device into the active one."""
+    device = enrolling.pending_device(request.user)
+    if device is None:
+        messages.info(request, _("Your enrolment expired or is finished; start again."))
+        return redirect("enrolment_start")
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        result = enrolling.confirm_enrolment(device, form.cleaned_data["code"])
+        audit.record(
+            request,
+            "enrolment.confirm",
+            outcome=result.outcome.value,
+            details={
+                "replaced_previous": result.replaced_previous,
+                "clock_offset_seconds": result.clock_offset_seconds,
+            },
+        )
+        if result.outcome is Outcome.CONFIRMED:
+            return confirmed(request, result)
+        if result.outcome is Outcome.EXPIRED:
+            messages.info(request, _("Your enrolment expired; start again."))
+            return redirect("enrolment_start")
+        form.add_error("code", refusal_message(result))
+    return render(request, "enrolment/confirm.html", {"form": form})
+
+
+def refusal_message(result: enrolling.Confirmation) -> str:
+    if result.outcome is Outcome.THROTTLED:
+        return _(
+            "Too many wrong codes. Wait %(seconds)d seconds, then type the code shown now."
+        ) % {"seconds": result.retry_after}
+    return _(
+        "This code is not the right one. Check that you scanned this page's QR code and "
+        "type the code FreeOTP shows now."
+    )
+
+
+def confirmed(request, result: enrolling.Confirmation):
+    professional = professional_of(request)
+    notify.notify(professional, "reenrolled" if result.replaced_previous else "enrolled")
+    if abs(result.clock_offset_seconds) > 30:
+        request.session["enrolment_clock_offset"] = result.clock_offset_seconds
+    return redirect("enrolment_done")
+
+
+@professional_required
+def enrolment_done(request):
+    """Step 4: what to type in the mail software, and where."""
+    device = Device.objects.filter(user=request.user, confirmed=True).first()
+    if device is None:
+        return redirect("enrolment_start")
+    professional = professional_of(request)
+    ctx = {
+        "offset": request.session.pop("enrolment_clock_offset", 0),
+        "has_password": bool(professional.mail_password),
+        "account": enrolling.account_label(professional),
+        "imap_host": settings.MAIL_IMAP_HOST,
+        "imap_port": settings.MAIL_IMAP_PORT,
+        "smtp_host": settings.MAIL_SMTP_HOST,
+        "smtp_port": settings.MAIL_SMTP_PORT,
+        "helpdesk_phone": settings.HELPDESK_PHONE,
+    }
+    return render(request, "enrolment/done.html", ctx)
+
+
+@sensitive_post_parameters("password1", "password2")
+@professional_required
+@recent_psc_login
+def mail_password(request):
+    """Set or change the password of the OTP mail endpoint."""
+    professional = professional_of(request)
+    form = MailPasswordForm(request.user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        professional.set_mail_password(form.cleaned_data["password1"])
+        audit.record(request, "password.change", outcome="ok")
+        notify.notify(professional, "password_changed")
+        messages.success(
+            request,
+            _(
+                "Your mail password is saved. Mail software that used the "
+                "old one must log in again."
+            ),
+        )
+        return redirect("home")
+    ctx = {"form": form, "has_password": bool(professional.mail_password)}
+    return render(request, "enrolment/password.html", ctx)

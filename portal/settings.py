@@ -203,6 +203,18 @@ LOGOUT_REDIRECT_URL = "home"
 
 # What the professional's phone shows next to the code, and the name in the otpauth:// URI.
 TOTP_ISSUER = env_str("TOTP_ISSUER", "MSSante OTP")
+# A pending enrolment (a seed shown but not confirmed yet) is forgotten after this long.
+ENROLMENT_PENDING_SECONDS = env_int("ENROLMENT_PENDING_SECONDS", 600, minimum=60)
+# At confirmation only, codes this many steps either side of the server's clock are accepted,
+# to learn how far the phone's clock is off. Later logins allow one step.
+ENROLMENT_CONFIRM_WINDOW_STEPS = env_int("ENROLMENT_CONFIRM_WINDOW_STEPS", 10, minimum=1)
+
+# What the done page tells the professional to configure in the mail software.
+MAIL_IMAP_HOST = env_str("MAIL_IMAP_HOST", "imap.otp.operateur.mssante.fr")
+MAIL_IMAP_PORT = env_int("MAIL_IMAP_PORT", 993, minimum=1)
+MAIL_SMTP_HOST = env_str("MAIL_SMTP_HOST", "smtp.otp.operateur.mssante.fr")
+MAIL_SMTP_PORT = env_int("MAIL_SMTP_PORT", 465, minimum=1)
+HELPDESK_PHONE = env_str("HELPDESK_PHONE", "01 23 45 67 89")
 
 # Transport security. Behind the operator's TLS-terminating nginx (deploy/), which sets
 # X-Forwarded-Proto; off only for the plain-HTTP demo.

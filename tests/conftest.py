@@ -84,3 +84,30 @@ def browser_type_launch_args(browser_type_launch_args):
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
     return {**browser_context_args, "locale": "fr-FR"}  # the professionals' browsers
+
+
+@pytest.fixture
+def professional(db, django_user_model):
+    """Claire Martin, doctor, holder of a personal mailbox, logged in through PSC before."""
+    from enrolment.models import Mailbox, Membership, Professional
+
+    user = django_user_model.objects.create_user("psc-899700000001")
+    person = Professional.objects.create(
+        national_id="899700000001", user=user, given_name="Claire", family_name="Martin"
+    )
+    mailbox = Mailbox.objects.create(address="claire.martin@demo.mssante.fr")
+    Membership.objects.create(mailbox=mailbox, professional=person)
+    return person
+
+
+@pytest.fixture
+def professional_client(client, professional):
+    """A browser session of the professional, with a PSC login just now."""
+    import time
+
+    client.force_login(professional.user)
+    session = client.session
+    session["psc_auth_time"] = int(time.time())
+    session.save()
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return client

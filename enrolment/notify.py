@@ -1,0 +1,29 @@
+"""Telling the professional, by email to their own mailbox, of every change to their access."""
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.template.loader import render_to_string
+from django.utils import translation
+
+from enrolment.models import Mailbox, Professional
+
+
+def recipients(professional: Professional) -> list[str]:
+    mailboxes = professional.mailboxes.filter(is_active=True)
+    personal = [m.address for m in mailboxes if m.kind == Mailbox.Kind.PERSONAL]
+    return personal or sorted(m.address for m in mailboxes)
+
+
+def notify(professional: Professional, event: str) -> None:
+    """Send templates/email/<event>.txt (its first line is the subject), in French: the
+    message reaches a mailbox, not the browser whose language we know."""
+    to = recipients(professional)
+    if not to:
+        return
+    with translation.override(settings.LANGUAGE_CODE):
+        text = render_to_string(
+            f"email/{event}.txt",
+            {"professional": professional, "helpdesk_phone": settings.HELPDESK_PHONE},
+        )
+    subject, _, body = text.strip().partition("\n")
+    send_mail(subject.strip(), body.strip() + "\n", None, to)

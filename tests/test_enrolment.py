@@ -1,0 +1,282 @@
+"""The enrolment wizard and the mail password, through Django's test client."""
+
+import re
+import time
+from datetime import timedelta
+from urllib.parse import parse_qs, unquote, urlparse
+
+import pyotp
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from enrolment import enrolling, seeds, totp
+from enrolment.models import AuditEvent, Device, Mailbox, MailSession
+from tests.test_seeds import seed_forms
+
+
+def start_and_read_secret(client) -> str:
+    """Steps 1 and 2 as the professional sees them: the Base32 key shown on the page."""
+    assert client.post("/enrolment/").url == "/enrolment/scan/"
+    page = client.get("/enrolment/scan/")
+    assert page.status_code == 200
+    return re.search(r'id="secret">([A-Z2-7 ]+)<', page.content.decode()).group(1).replace(" ", "")
+
+
+def confirm(client, code):
+    return client.post("/enrolment/confirm/", {"code": code})
+
+
+def enrol(client) -> str:
+    secret = start_and_read_secret(client)
+    assert confirm(client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
+    return secret
+
+
+@pytest.fixture
+def enrolled(professional, make_device):
+    """The professional's current phone, with a known seed."""
+    seed = seeds.new_seed()
+    device = make_device(professional.user, seed, confirmed_at=timezone.now())
+    return device, seed
+
+
+def code_for(seed: bytes, offset_seconds: int = 0) -> str:
+    return totp.totp(seed, time.time() + offset_seconds)
+
+
+def still_works(device, seed) -> bool:
+    fresh = Device.objects.get(pk=device.pk)
+    return fresh.confirmed and fresh.verify_token(code_for(seed, 30))
+
+
+def test_the_wizard_turns_a_confirmed_code_into_the_active_device(professional_client):
+    secret = enrol(professional_client)
+
+    device = Device.objects.get(user__professional__national_id="899700000001")
+    assert device.confirmed and device.confirmed_at and device.pending_until is None
+    assert totp.base32_secret(device.seed()) == secret
+    done = professional_client.get("/enrolment/done/").content.decode()
+    assert "imap.otp.operateur.mssante.fr:993" in done
+    assert "immediately followed by the 6 digits" in done
+    assert [m.subject for m in mail.outbox] == [
+        "Un téléphone a été enrôlé pour votre accès à la messagerie MSSanté"
+    ]
+    assert mail.outbox[0].to == ["claire.martin@demo.mssante.fr"]
+
+
+def test_the_scan_page_shows_the_key_three_ways_and_is_never_cached(professional_client):
+    professional_client.post("/enrolment/")
+    page = professional_client.get("/enrolment/scan/")
+    html = page.content.decode()
+
+    assert "no-store" in page["Cache-Control"]
+    assert "<svg" in html and 'role="img"' in html
+    secret = re.search(r'id="secret">([A-Z2-7 ]+)<', html).group(1)
+    assert re.fullmatch(r"([A-Z2-7]{4} ){7}[A-Z2-7]{4}", secret)
+    uri = re.search(r'id="otpauth-link" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert parse_qs(urlparse(uri).query)["secret"] == [secret.replace(" ", "")]
+
+
+def test_the_uri_follows_freeotps_rules(professional, settings):
+    settings.TOTP_ISSUER = "Opérateur: MSSanté"
+    device = enrolling.start_enrolment(professional.user)
+    uri = enrolling.otpauth_uri(device, enrolling.account_label(professional), device.seed())
+
+    assert uri.isascii()
+    parts = urlparse(uri)
+    assert (parts.scheme, parts.netloc) == ("otpauth", "totp")
+    label = unquote(parts.path[1:])
+    assert label.count(":") == 1
+    issuer, account = label.split(":")
+    assert (issuer, account) == ("Opérateur MSSanté", "claire.martin@demo.mssante.fr")
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert query["issuer"] == issuer
+    assert (query["algorithm"], query["digits"], query["period"]) == ("SHA1", "6", "30")
+    assert re.fullmatch(r"[A-Z2-7]{32}", query["secret"])  # 160 bits, unpadded, upper case
+    assert pyotp.parse_uri(uri).now() == code_for(device.seed())
+
+
+def test_a_wrong_code_changes_nothing(professional_client, enrolled):
+    device, seed = enrolled
+    start_and_read_secret(professional_client)
+
+    page = confirm(professional_client, "000000")
+
+    assert "This code is not the right one" in page.content.decode()
+    assert still_works(device, seed)
+    assert Device.objects.filter(confirmed=False).count() == 1
+    assert mail.outbox == []
+
+
+def test_an_expired_enrolment_cannot_be_confirmed_and_changes_nothing(
+    professional_client, enrolled
+):
+    device, seed = enrolled
+    secret = start_and_read_secret(professional_client)
+    Device.objects.filter(confirmed=False).update(pending_until=timezone.now() - timedelta(1))
+
+    response = confirm(professional_client, pyotp.TOTP(secret).now())
+
+    assert response.url == "/enrolment/"
+    assert "start again" in professional_client.get("/enrolment/").content.decode()
+    assert professional_client.get("/enrolment/scan/").url == "/enrolment/"
+    assert still_works(device, seed)
+
+
+def test_an_abandoned_reenrolment_leaves_the_old_phone_working(professional_client, enrolled):
+    device, seed = enrolled
+    start_and_read_secret(professional_client)  # ... and the professional walks away
+
+    assert still_works(device, seed)
+    home = professional_client.get("/").content.decode()
+    assert "Active, enrolled on" in home
+    assert "the current one works until it is confirmed" in home
+
+
+def test_a_confirmed_reenrolment_stops_the_old_phone_at_once(professional_client, enrolled):
+    old_device, old_seed = enrolled
+    mailbox = Mailbox.objects.get()
+    MailSession.objects.create(
+        mailbox=mailbox,
+        professional=old_device.user.professional,
+        device=old_device,
+        credential_digest="d" * 64,
+        client_network="192.0.2.7",
+        protocol="imap",
+        expires_at=timezone.now() + timedelta(hours=12),
+    )
+
+    enrol(professional_client)
+
+    assert not Device.objects.filter(pk=old_device.pk).exists()
+    assert MailSession.objects.count() == 0
+    [device] = Device.objects.filter(confirmed=True)
+    assert not device.verify_token(code_for(old_seed, 30))
+    assert mail.outbox[-1].subject.startswith("Un nouveau téléphone")
+
+
+def test_the_phones_clock_drift_is_learned_and_reported(professional_client):
+    secret = start_and_read_secret(professional_client)
+
+    confirm(professional_client, pyotp.TOTP(secret).at(time.time() + 120))
+
+    device = Device.objects.get(confirmed=True)
+    assert device.drift == 4
+    assert (
+        "clock is off by 120 seconds"
+        in professional_client.get("/enrolment/done/").content.decode()
+    )
+    # Later logins expect the phone's clock where it was learned, within one step.
+    assert device.verify_token(pyotp.TOTP(secret).at(time.time() + 150))
+
+
+def test_wrong_codes_back_off(professional_client):
+    secret = start_and_read_secret(professional_client)
+    for _ in range(3):
+        confirm(professional_client, "000000")
+
+    page = confirm(professional_client, pyotp.TOTP(secret).now())
+
+    assert "Too many wrong codes. Wait" in page.content.decode()
+    assert not Device.objects.filter(confirmed=True).exists()
+    Device.objects.update(throttling_failure_timestamp=timezone.now() - timedelta(minutes=5))
+    assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
+
+
+def test_no_page_or_email_after_confirmation_holds_the_seed(professional_client):
+    enrol(professional_client)
+    seed = Device.objects.get(confirmed=True).seed()
+    professional_client.post(
+        "/password/", {"password1": "Cheval-Agrafe-27", "password2": "Cheval-Agrafe-27"}
+    )
+    seen = []
+    for path in [
+        "/",
+        "/enrolment/",
+        "/enrolment/scan/",
+        "/enrolment/confirm/",
+        "/enrolment/done/",
+        "/password/",
+    ]:
+        response = professional_client.get(path, follow=True)
+        assert response.status_code == 200
+        seen.append(response.content)
+    seen += [f"{m.subject}\n{m.body}".encode() for m in mail.outbox]
+    seen += [c.value.encode() for c in professional_client.cookies.values()]
+
+    assert len(mail.outbox) == 2
+    for blob in seen:
+        for form in seed_forms(seed):
+            assert form not in blob
+
+
+def test_every_step_is_in_the_audit_trail(professional_client):
+    secret = start_and_read_secret(professional_client)
+    confirm(professional_client, "000000")
+    # The person takes a few seconds to type again: past the first back-off (one second).
+    Device.objects.update(throttling_failure_timestamp=timezone.now() - timedelta(seconds=5))
+    confirm(professional_client, pyotp.TOTP(secret).now())
+
+    trail = list(AuditEvent.objects.values_list("actor", "action", "outcome"))
+    assert trail == [
+        ("899700000001", "enrolment.start", "ok"),
+        ("899700000001", "enrolment.confirm", "wrong_code"),
+        ("899700000001", "enrolment.confirm", "confirmed"),
+    ]
+
+
+def test_the_wizard_needs_a_recent_psc_login(professional_client):
+    session = professional_client.session
+    session["psc_auth_time"] = int(time.time()) - 3600
+    session.save()
+
+    for path in ["/enrolment/", "/enrolment/scan/", "/enrolment/confirm/", "/password/"]:
+        response = professional_client.get(path)
+        assert response.status_code == 302
+        assert response.url.startswith("/oidc/authenticate/?next=")
+    assert professional_client.post("/enrolment/").status_code == 302
+    assert not Device.objects.exists()
+
+
+def test_the_mail_password_is_hashed_with_argon2id_and_ends_mail_sessions(
+    professional_client, enrolled
+):
+    device, _ = enrolled
+    MailSession.objects.create(
+        mailbox=Mailbox.objects.get(),
+        professional=device.user.professional,
+        device=device,
+        credential_digest="d" * 64,
+        client_network="192.0.2.7",
+        protocol="imap",
+        expires_at=timezone.now() + timedelta(hours=12),
+    )
+
+    response = professional_client.post(
+        "/password/", {"password1": "Cheval-Agrafe-27", "password2": "Cheval-Agrafe-27"}
+    )
+
+    assert response.url == "/"
+    professional = device.user.professional
+    professional.refresh_from_db()
+    assert professional.mail_password.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+    assert "Cheval-Agrafe-27" not in professional.mail_password
+    assert MailSession.objects.get().revoked_reason == "password_changed"
+    assert mail.outbox[-1].subject == "Votre mot de passe de messagerie MSSanté a été modifié"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        ("court", "court", "This password is too short"),
+        ("password1234", "password1234", "This password is too common"),
+        ("804519372615", "804519372615", "This password is entirely numeric"),
+        ("Cheval-Agrafe-27", "Cheval-Agrafe-28", "The two passwords differ"),
+    ],
+)
+def test_a_weak_mail_password_is_refused(professional_client, first, second, message):
+    page = professional_client.post("/password/", {"password1": first, "password2": second})
+    assert message in page.content.decode()
+    assert Device.objects.count() == 0
+    assert professional_client.get("/").content.decode().count("Not set yet.") == 1
