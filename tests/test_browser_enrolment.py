@@ -11,8 +11,12 @@ from playwright.sync_api import Page, expect
 from enrolment.models import Device
 from tests.browser_tools import axe_violations, read_qr
 
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
-         "device_scale_factor": 2}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "is_mobile": True,
+    "has_touch": True,
+    "device_scale_factor": 2,
+}
 
 
 def log_in(page: Page, live_server, national_id="899700000001"):
@@ -65,8 +69,9 @@ def enrol_through_the_wizard(page: Page, live_server, check_page=lambda page: No
 
 
 @pytest.mark.parametrize("screen", ["desktop", "phone"])
-def test_a_new_professional_enrols_freeotp(browser, live_server, standin_psc, demo_mailboxes,
-                                           screen):
+def test_a_new_professional_enrols_freeotp(
+    browser, live_server, standin_psc, demo_mailboxes, screen
+):
     context = browser.new_context(locale="fr-FR", **(PHONE if screen == "phone" else {}))
     page = context.new_page()
 
@@ -80,8 +85,9 @@ def test_a_new_professional_enrols_freeotp(browser, live_server, standin_psc, de
 
 
 @pytest.mark.parametrize("language", ["fr-FR", "en-GB"])
-def test_every_wizard_page_passes_axe_wcag21_aa(browser, live_server, standin_psc,
-                                                demo_mailboxes, language):
+def test_every_wizard_page_passes_axe_wcag21_aa(
+    browser, live_server, standin_psc, demo_mailboxes, language
+):
     context = browser.new_context(locale="fr-FR")
     page = context.new_page()
     found = {}
