@@ -14,13 +14,26 @@ def actor_of(request) -> tuple[str, str]:
 
 
 def record(request, action: str, *, outcome: str = "", target: str = "", details=None):
+    """An action taken through the site, by whoever the request belongs to."""
     actor_kind, actor = actor_of(request)
-    return AuditEvent.objects.create(
+    return write(
         actor_kind=actor_kind,
         actor=actor,
         action=action,
         target=target,
         outcome=outcome,
         client_ip=request.META.get("REMOTE_ADDR") or None,
+        details=details or {},
+    )
+
+
+def write(*, actor_kind, actor, action, target="", outcome="", client_ip=None, details=None):
+    return AuditEvent.objects.create(
+        actor_kind=actor_kind,
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        client_ip=client_ip,
         details=details or {},
     )

@@ -32,8 +32,8 @@ def refuse_to_start_without_keyring():
         raise ImproperlyConfigured(errors[0].msg)
 
 
-@checks.register()
-def check_psc_settings(app_configs=None, **kwargs):
+@checks.register(deploy=True)
+def check_deployment(app_configs=None, **kwargs):
     errors = []
     if not settings.OIDC_RP_CLIENT_ID:
         errors.append(
@@ -44,6 +44,20 @@ def check_psc_settings(app_configs=None, **kwargs):
                 id="enrolment.E002",
             )
         )
+    if not settings.NGINX_AUTH_SECRET:
+        errors.append(
+            checks.Warning(
+                "NGINX_AUTH_SECRET is not set: every nginx auth_http request is refused.",
+                hint="Set it, and the same value in nginx's auth_http_header (deploy/nginx).",
+                id="enrolment.W001",
+            )
+        )
+    return errors
+
+
+@checks.register()
+def check_psc_settings(app_configs=None, **kwargs):
+    errors = []
     if settings.PSC_ENVIRONMENT == "standin" and not settings.DEBUG:
         errors.append(
             checks.Error(

@@ -130,6 +130,9 @@ class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
     last_t = models.BigIntegerField(default=-1)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     pending_until = models.DateTimeField(null=True, blank=True)
+    # The mail-session digest of the last refused string: a mail client retrying the same
+    # stale string all day is not guessing, and must not grow the back-off.
+    last_failed_digest = models.CharField(max_length=64, blank=True)
 
     class Meta:
         constraints = [
@@ -210,6 +213,31 @@ class MailSession(models.Model):
 
     def __str__(self):
         return f"{self.mailbox} {self.protocol} {self.client_network}"
+
+
+class ApiKey(models.Model):
+    """A caller of the JSON verify API (a Dovecot, another proxy). Only a SHA-256 of the token
+    is stored: tokens are 256 random bits, so a fast hash is enough and lookups stay cheap."""
+
+    name = models.CharField(max_length=64, unique=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return self.name
+
+
+class AddressThrottle(models.Model):
+    """A token bucket per client address: every failed mail login spends a token; an address
+    with none left is refused before any password hashing (DESIGN §5.4)."""
+
+    address = models.CharField(max_length=64, primary_key=True)
+    tokens = models.FloatField()
+    updated_at = models.FloatField()  # unix time of the last refill
+
+    def __str__(self):
+        return f"{self.address}: {self.tokens:.1f}"
 
 
 class AuditEvent(models.Model):

@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -153,6 +154,27 @@ def enrolment_done(request):
         "helpdesk_phone": settings.HELPDESK_PHONE,
     }
     return render(request, "enrolment/done.html", ctx)
+
+
+@professional_required
+def mail_sessions_page(request):
+    """The professional's mail sessions: where their mail software is logged in; end one or all."""
+    professional = professional_of(request)
+    sessions = professional.mail_sessions.filter(
+        revoked_at__isnull=True, expires_at__gt=timezone.now()
+    )
+    if request.method == "POST":
+        chosen = (
+            sessions
+            if request.POST.get("end") == "all"
+            else sessions.filter(pk=request.POST.get("end"))
+        )
+        ended = chosen.update(revoked_at=timezone.now(), revoked_reason="ended_by_professional")
+        audit.record(request, "mail_session.end", outcome="ok", details={"count": ended})
+        messages.success(request, _("Ended. That mail software must log in again with a new code."))
+        return redirect("mail_sessions")
+    ctx = {"sessions": sessions.select_related("mailbox").order_by("-last_seen_at")}
+    return render(request, "enrolment/mail_sessions.html", ctx)
 
 
 @sensitive_post_parameters("password1", "password2")

@@ -209,6 +209,32 @@ ENROLMENT_PENDING_SECONDS = env_int("ENROLMENT_PENDING_SECONDS", 600, minimum=60
 # to learn how far the phone's clock is off. Later logins allow one step.
 ENROLMENT_CONFIRM_WINDOW_STEPS = env_int("ENROLMENT_CONFIRM_WINDOW_STEPS", 10, minimum=1)
 
+# The verifier (enrolment/verifier.py, DESIGN §5).
+VERIFY_CODE_SEPARATOR = env_str("VERIFY_CODE_SEPARATOR", "")  # e.g. ";" for "password;123456"
+# Mail sessions: a verified password+code string is reused by the same client network.
+MAIL_SESSION_KEY = env_secret("MAIL_SESSION_KEY") or SECRET_KEY
+MAIL_SESSION_LIFETIME_SECONDS = env_int("MAIL_SESSION_LIFETIME_SECONDS", 12 * 3600, minimum=60)
+MAIL_SESSION_IDLE_SECONDS = env_int("MAIL_SESSION_IDLE_SECONDS", 2 * 3600, minimum=60)
+MAIL_SESSION_PREFIX_V4 = env_int("MAIL_SESSION_PREFIX_V4", 32, minimum=8)
+MAIL_SESSION_PREFIX_V6 = env_int("MAIL_SESSION_PREFIX_V6", 128, minimum=16)
+# Per client address: a bucket of THROTTLE_ADDRESS_BURST failures, refilled at this rate.
+THROTTLE_ADDRESS_BURST = env_int("THROTTLE_ADDRESS_BURST", 20, minimum=1)
+THROTTLE_ADDRESS_REFILL_PER_MINUTE = env_int("THROTTLE_ADDRESS_REFILL_PER_MINUTE", 10, minimum=1)
+# Per professional, after a failure where one factor was right: 1, 2, 4 … seconds, capped.
+THROTTLE_PROFESSIONAL_MAX_SECONDS = env_int("THROTTLE_PROFESSIONAL_MAX_SECONDS", 900, minimum=1)
+# nginx holds a refused connection this long at most before it answers (Auth-Wait).
+MAIL_AUTH_WAIT_MAX_SECONDS = env_int("MAIL_AUTH_WAIT_MAX_SECONDS", 10, minimum=1)
+# nginx mail auth_http: who may ask, and where the mail goes once the login is accepted.
+NGINX_AUTH_HEADER = env_str("NGINX_AUTH_HEADER", "X-Auth-Key")
+NGINX_AUTH_SECRET = env_secret("NGINX_AUTH_SECRET")
+NGINX_AUTH_ALLOWED_ADDRESSES = env_list("NGINX_AUTH_ALLOWED_ADDRESSES", "127.0.0.1,::1")
+MAIL_BACKEND_IMAP = env_str("MAIL_BACKEND_IMAP", "127.0.0.1:143")
+MAIL_BACKEND_SMTP = env_str("MAIL_BACKEND_SMTP", "127.0.0.1:25")
+# What nginx gives the IMAP backend as password: a fixed token for a backend that trusts the
+# proxy (Dovecot "nopassword" from nginx's address; the verifier never echoes a password),
+# or "password" to pass on the password without the code.
+MAIL_BACKEND_PASS = env_secret("MAIL_BACKEND_PASS", "proxy-authenticated")
+
 # What the done page tells the professional to configure in the mail software.
 MAIL_IMAP_HOST = env_str("MAIL_IMAP_HOST", "imap.otp.operateur.mssante.fr")
 MAIL_IMAP_PORT = env_int("MAIL_IMAP_PORT", 993, minimum=1)
@@ -221,6 +247,9 @@ HELPDESK_PHONE = env_str("HELPDESK_PHONE", "01 23 45 67 89")
 SECURE = not DEBUG
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", SECURE)
+# nginx's mail module speaks plain HTTP to auth_http, and Dovecot's Lua client to the JSON API
+# on the internal network: those two are not redirected to HTTPS.
+SECURE_REDIRECT_EXEMPT = [r"^internal/", r"^api/"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if SECURE else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_HSTS_PRELOAD = SECURE

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 
 from enrolment import seeds
 from enrolment.models import Device
+from tests.mail_fixtures import claire, nginx_secret, nurses  # noqa: F401  (fixtures)
 
 # Playwright's sync API runs an event loop in the test's thread; the ORM calls the tests make
 # beside it are synchronous and safe there.
@@ -111,3 +112,24 @@ def professional_client(client, professional):
     session.save()
     client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
     return client
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """The verifier's clock, moved by the test: clock.advance(600) is ten minutes later."""
+    import time as _time
+
+    from enrolment import clock as verifier_clock
+
+    class Clock:
+        offset = 0.0
+
+        def now(self):
+            return _time.time() + self.offset
+
+        def advance(self, seconds):
+            self.offset += seconds
+
+    moved = Clock()
+    monkeypatch.setattr(verifier_clock, "now", moved.now)
+    return moved

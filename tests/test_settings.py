@@ -25,6 +25,7 @@ def run_manage(*args, **env_changes):
         ALLOWED_HOSTS="portal.example.fr",
         PSC_CLIENT_ID="portal-prod",
         PSC_CLIENT_SECRET="prod-secret",
+        NGINX_AUTH_SECRET="nginx-" + os.urandom(16).hex(),
     )
     env.update(env_changes)
     env = {k: v for k, v in env.items() if v is not None}
@@ -114,6 +115,11 @@ def test_the_stand_in_psc_is_refused_without_debug():
 
 
 def test_production_needs_a_psc_client_id():
-    result = run_manage("check", PSC_CLIENT_ID=None)
+    result = run_manage("check", "--deploy", PSC_CLIENT_ID=None)
     assert result.returncode != 0
     assert "enrolment.E002" in result.stderr
+
+
+def test_models_and_migrations_agree():
+    result = run_manage("makemigrations", "--check", "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,77 @@
+"""Throttling guesses without letting an attacker lock anyone out (DESIGN §5.4).
+
+- Per client address, a token bucket: every failed login spends a token, and an address with
+  none left is refused before any hashing. It refills by itself.
+- Per professional, after a failure where one factor was right, an exponential back-off
+  (1, 2, 4 … seconds) capped at THROTTLE_PROFESSIONAL_MAX_SECONDS: never a permanent lock.
+  A success, or the helpdesk, clears it.
+"""
+
+import math
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from enrolment import clock
+from enrolment.models import AddressThrottle, Device
+
+
+def _refill_rate() -> float:
+    return settings.THROTTLE_ADDRESS_REFILL_PER_MINUTE / 60.0
+
+
+def _tokens_now(bucket: AddressThrottle, now: float) -> float:
+    burst = settings.THROTTLE_ADDRESS_BURST
+    return min(burst, bucket.tokens + (now - bucket.updated_at) * _refill_rate())
+
+
+def address_retry_after(address: str) -> int:
+    """0 if the address may try; else the seconds until it has a token again. One SELECT."""
+    bucket = AddressThrottle.objects.filter(address=address).first()
+    if bucket is None:
+        return 0
+    tokens = _tokens_now(bucket, clock.now())
+    return 0 if tokens >= 1 else math.ceil((1 - tokens) / _refill_rate())
+
+
+def spend_address_token(address: str) -> None:
+    now = clock.now()
+    with transaction.atomic():
+        bucket, created = AddressThrottle.objects.select_for_update().get_or_create(
+            address=address,
+            defaults={"tokens": settings.THROTTLE_ADDRESS_BURST - 1, "updated_at": now},
+        )
+        if not created:
+            bucket.tokens = _tokens_now(bucket, now) - 1
+            bucket.updated_at = now
+            bucket.save(update_fields=["tokens", "updated_at"])
+
+
+def professional_retry_after(device: Device) -> int:
+    """Seconds left of the device's back-off, 0 when it may try."""
+    if not device.throttling_failure_count or device.throttling_failure_timestamp is None:
+        return 0
+    delay = min(
+        settings.THROTTLE_PROFESSIONAL_MAX_SECONDS, 2 ** (device.throttling_failure_count - 1)
+    )
+    elapsed = clock.now() - device.throttling_failure_timestamp.timestamp()
+    return max(0, math.ceil(delay - elapsed))
+
+
+def record_professional_failure(device: Device, digest: str = "") -> int:
+    """One more failure for the device's owner; returns the new back-off in seconds."""
+    Device.objects.filter(pk=device.pk).update(
+        throttling_failure_count=F("throttling_failure_count") + 1,
+        throttling_failure_timestamp=clock.utcnow(),
+        last_failed_digest=digest,
+    )
+    device.refresh_from_db(fields=["throttling_failure_count", "throttling_failure_timestamp"])
+    return professional_retry_after(device)
+
+
+def clear_professional_backoff(device: Device) -> None:
+    if device.throttling_failure_count:
+        Device.objects.filter(pk=device.pk).update(
+            throttling_failure_count=0, throttling_failure_timestamp=None, last_failed_digest=""
+        )

@@ -1,0 +1,272 @@
+"""The decision on one IMAP/SMTP login: password followed by the current code (DESIGN §5).
+
+No HTTP here: the nginx auth_http and JSON adapters (enrolment/verify_views.py) call verify()
+and translate its Decision. The order of the checks is what keeps it fast and fair:
+
+1. a mail session for this exact string from this network: one SELECT and one HMAC, no write;
+2. the client address's bucket: an address spraying guesses is refused before any hashing;
+3. the code, against the devices of the mailbox's members (HMACs): for an organisational
+   mailbox it tells which member is logging in;
+4. that professional's back-off, then one Argon2id hash of the password (a dummy hash when
+   there is nobody to check, so every refusal costs the same time);
+5. the code's time step claimed under a row lock on the device, and a mail session opened.
+
+Any error on the way is a temporary failure, never a success.
+"""
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
+
+from enrolment import audit, clock, mail_sessions, throttle
+from enrolment.credential import split_credential
+from enrolment.models import AuditEvent, Device, Mailbox
+
+logger = logging.getLogger(__name__)
+
+MAX_SECRET_LENGTH = 1024
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str  # for the audit trail and the logs; never shown to the client
+    national_id: str = ""  # who logged in, or whose factor was right in a failure
+    retry_after: int = 0
+    audited: bool = True  # False for the decisions recorded in aggregate (session hits)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+_dummy_hash = None
+
+
+def dummy_hash() -> str:
+    """A hash of nothing, checked when there is no real one, so that an unknown mailbox costs
+    the same Argon2 time as a wrong password (as contrib.auth does, ticket #20760)."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = make_password("dummy password for equal timing")
+    return _dummy_hash
+
+
+@sensitive_variables("secret")
+def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str = "") -> Decision:
+    try:
+        decision = _decide(Mailbox.normalise_address(mailbox), secret, client_ip, protocol)
+    except Exception:
+        logger.exception("verify: internal error; refusing with a temporary failure")
+        decision = Decision(Outcome.TEMPFAIL, "internal_error")
+    if decision.audited:
+        try:
+            _audit(decision, mailbox, client_ip, protocol, caller)
+        except Exception:
+            logger.exception("verify: the audit trail cannot be written; refusing")
+            return Decision(Outcome.TEMPFAIL, "audit_unavailable")
+    return decision
+
+
+@sensitive_variables("secret")
+def _decide(address: str, secret: str, client_ip: str, protocol: str) -> Decision:
+    if not address or len(address) > 254 or not secret or len(secret) > MAX_SECRET_LENGTH:
+        return Decision(Outcome.REJECT, "malformed", retry_after=1)
+    try:
+        network = mail_sessions.client_network(client_ip)
+        source = mail_sessions.client_address(client_ip)
+    except ValueError:
+        return Decision(Outcome.REJECT, "bad_client_address", retry_after=1)
+    digest = mail_sessions.credential_digest(address, secret)
+
+    sessions = mail_sessions.sessions_for(address, digest)
+    session = mail_sessions.find_live(sessions, network)
+    if session is not None:
+        return _session_hit(session)
+    if sessions:
+        # This exact string was accepted once, but its session is over, revoked, or from
+        # another network. Refused without a hash, and not counted as a guess: it is what a
+        # mail client retries with all day after its session ended.
+        return Decision(Outcome.REJECT, "session_ended_or_elsewhere", retry_after=1)
+
+    wait = throttle.address_retry_after(source)
+    if wait:
+        return _address_throttled(source, wait)
+    return _new_login(address, secret, network, source, protocol, digest)
+
+
+def _session_hit(session) -> Decision:
+    national_id = session.professional.national_id
+    if not mail_sessions.needs_touch(session):
+        return Decision(Outcome.OK, "session", national_id, audited=False)
+    # At most once a minute per session: "last seen", and an audit row.
+    mail_sessions.touch(session)
+    return Decision(Outcome.OK, "session", national_id)
+
+
+_last_throttled_audit: dict[str, float] = {}
+
+
+def _address_throttled(source: str, wait: int) -> Decision:
+    # An address over budget may send thousands of requests a second: audit its refusals once
+    # a minute per worker, not with one commit per request (which would also be a way to
+    # flood the trail).
+    now = clock.now()
+    last = _last_throttled_audit.get(source)
+    audited = last is None or now - last >= 60
+    if audited:
+        if len(_last_throttled_audit) > 10_000:
+            _last_throttled_audit.clear()
+        _last_throttled_audit[source] = now
+    return Decision(Outcome.REJECT, "address_throttled", retry_after=wait, audited=audited)
+
+
+@sensitive_variables("secret", "credential")
+def _new_login(address, secret, network, source, protocol, digest) -> Decision:
+    credential = split_credential(secret, separator=settings.VERIFY_CODE_SEPARATOR)
+    mailbox = Mailbox.objects.filter(address=address, is_active=True).first()
+    devices = _member_devices(mailbox) if mailbox else []
+    now = clock.now()
+
+    matched_device, step = None, None
+    if credential is not None:
+        for device in devices:
+            step = device.match_step(credential.code, now)
+            if step is not None:
+                matched_device = device
+                break
+    # Whose login this is: the code's owner, else the holder of a personal mailbox.
+    device = matched_device
+    if device is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(devices) == 1:
+        device = devices[0]
+    professional = device.user.professional if device else None
+
+    if device is not None:
+        wait = throttle.professional_retry_after(device)
+        if wait:
+            return Decision(
+                Outcome.REJECT, "professional_throttled", professional.national_id, retry_after=wait
+            )
+
+    encoded = professional.mail_password if professional and professional.mail_password else ""
+    password_ok = _check_password(
+        credential.password if credential else secret, encoded, professional
+    )
+    if password_ok and matched_device is not None:
+        return _claim_and_open(mailbox, matched_device, step, digest, network, source, protocol)
+    return _failure(
+        credential, mailbox, devices, device, matched_device, password_ok, source, digest
+    )
+
+
+def _member_devices(mailbox: Mailbox) -> list[Device]:
+    return list(
+        Device.objects.select_related("user__professional")
+        .filter(
+            confirmed=True,
+            user__professional__is_active=True,
+            user__professional__memberships__mailbox=mailbox,
+        )
+        .order_by("pk")
+    )
+
+
+@sensitive_variables("password")
+def _check_password(password: str, encoded: str, professional) -> bool:
+    """One Argon2id check, whatever happens; rehashes when the parameters changed."""
+    if not encoded:
+        check_password(password, dummy_hash())
+        return False
+
+    def rehash(raw):
+        professional.mail_password = make_password(raw)
+        professional.save(update_fields=["mail_password"])
+
+    return check_password(password, encoded, setter=rehash)
+
+
+def _claim_and_open(mailbox, device, step, digest, network, source, protocol) -> Decision:
+    national_id = device.user.professional.national_id
+    with transaction.atomic():
+        # Parallel first logins with one string take turns here: the first claims the step
+        # and opens the session, the others find that session.
+        locked = Device.objects.select_for_update().get(pk=device.pk)
+        if mail_sessions.find_live(mail_sessions.sessions_for(mailbox.address, digest), network):
+            return Decision(Outcome.OK, "session_parallel", national_id)
+        if locked.last_t >= step:
+            reused = True
+        else:
+            reused = False
+            Device.objects.filter(pk=device.pk).update(
+                last_t=step,
+                last_used_at=clock.utcnow(),
+                throttling_failure_count=0,
+                throttling_failure_timestamp=None,
+                last_failed_digest="",
+            )
+            mail_sessions.open_session(
+                mailbox, device.user.professional, device, digest, network, protocol
+            )
+    if reused:
+        # A spent code from another network or string: not a guess, so the professional's
+        # back-off is not touched, but the address pays as for any failure.
+        throttle.spend_address_token(source)
+        return Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
+    return Decision(Outcome.OK, "new_login", national_id)
+
+
+def _failure(credential, mailbox, devices, device, matched_device, password_ok, source, digest):
+    throttle.spend_address_token(source)
+    if credential is None:
+        reason = "no_code"
+    elif mailbox is None:
+        reason = "unknown_mailbox"
+    elif not devices:
+        reason = "no_device"
+    elif matched_device is None:
+        reason = "wrong_code" if password_ok else "wrong_password_and_code"
+    else:
+        reason = "wrong_password"
+    one_factor_right = device is not None and (password_ok or matched_device is not None)
+    if not one_factor_right:
+        return Decision(Outcome.REJECT, reason, retry_after=1)
+    if device.last_failed_digest == digest:
+        # The same refused string again (a client retrying what it cached): not a new guess.
+        wait = throttle.professional_retry_after(device)
+    else:
+        wait = throttle.record_professional_failure(device, digest)
+    return Decision(
+        Outcome.REJECT, reason, device.user.professional.national_id, retry_after=max(1, wait)
+    )
+
+
+def _audit(decision: Decision, mailbox: str, client_ip: str, protocol: str, caller: str):
+    audit.write(
+        actor_kind=AuditEvent.ActorKind.PROFESSIONAL
+        if decision.national_id
+        else AuditEvent.ActorKind.SERVICE,
+        actor=decision.national_id or caller,
+        action="mail.login",
+        target=Mailbox.normalise_address(mailbox)[:254],
+        outcome=decision.outcome.value,
+        client_ip=_valid_ip_or_none(client_ip),
+        details={"protocol": protocol[:16], "reason": decision.reason, "via": caller},
+    )
+
+
+def _valid_ip_or_none(client_ip: str):
+    try:
+        return mail_sessions.client_address(client_ip)
+    except ValueError:
+        return None

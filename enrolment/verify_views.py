@@ -1,0 +1,193 @@
+"""The verify interfaces: nginx mail auth_http, and the JSON API. Thin adapters: each
+authenticates its caller, reads the request, calls verifier.verify(), and translates."""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.utils.crypto import constant_time_compare
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
+from django.views.decorators.http import require_GET, require_POST
+
+from enrolment.models import ApiKey
+from enrolment.verifier import Decision, Outcome, verify
+
+logger = logging.getLogger(__name__)
+
+OPENAPI = Path(__file__).with_name("openapi.json")
+PROTOCOLS = {"imap", "pop3", "smtp", "submission", "sieve"}
+MAX_BODY = 8192
+
+
+# --- nginx mail auth_http -------------------------------------------------------------------
+
+
+def header(request, name: str) -> str:
+    """A header as nginx sent it: %-escapes for space, % and controls, UTF-8 bytes raw, which
+    WSGI hands over as latin-1."""
+    raw = request.headers.get(name, "")
+    return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8", "replace")
+
+
+def latin1(value: str) -> str:
+    # Django writes header values as latin-1; nginx copies the bytes through as UTF-8.
+    return value.encode("utf-8").decode("latin-1")
+
+
+def nginx_caller_allowed(request) -> bool:
+    if request.META.get("REMOTE_ADDR") not in settings.NGINX_AUTH_ALLOWED_ADDRESSES:
+        return False
+    presented = request.headers.get(settings.NGINX_AUTH_HEADER, "")
+    expected = settings.NGINX_AUTH_SECRET
+    return bool(expected) and constant_time_compare(presented, expected)
+
+
+@csrf_exempt
+@require_GET
+@sensitive_variables("secret")
+def nginx_auth(request):
+    protocol = request.headers.get("Auth-Protocol", "").lower()
+    if not nginx_caller_allowed(request):
+        logger.warning("auth_http: refused a caller from %s", request.META.get("REMOTE_ADDR"))
+        return nginx_reply(Decision(Outcome.TEMPFAIL, "caller_not_allowed"), protocol, 403)
+    secret = header(request, "Auth-Pass")
+    decision = verify(
+        header(request, "Auth-User"),
+        secret,
+        request.headers.get("Client-IP", ""),
+        protocol,
+        caller="nginx",
+    )
+    response = nginx_reply(decision, protocol)
+    if decision.ok and protocol in ("imap", "pop3"):
+        response["Auth-Pass"] = latin1(backend_password(secret))
+    return response
+
+
+@sensitive_variables("secret")
+def backend_password(secret: str) -> str:
+    """What nginx logs in to the IMAP backend with: by default a token that a backend
+    trusting nginx's address accepts, so no password is echoed (mail-proxy.md §7.7)."""
+    if settings.MAIL_BACKEND_PASS == "password":
+        return secret[: -6 - len(settings.VERIFY_CODE_SEPARATOR)]
+    return settings.MAIL_BACKEND_PASS
+
+
+def nginx_reply(decision: Decision, protocol: str, status: int = 200) -> HttpResponse:
+    """nginx reads only the Auth-* headers (the status line is ignored), in 1 KiB at most."""
+    response = HttpResponse(status=status)
+    if decision.ok:
+        host, port = backend_for(protocol)
+        response["Auth-Status"] = "OK"
+        response["Auth-Server"] = host
+        response["Auth-Port"] = port
+        return response
+    smtp = protocol == "smtp"
+    if decision.outcome is Outcome.TEMPFAIL:
+        text = "Temporary authentication failure, try again later"
+        response["Auth-Status"] = text if smtp else f"[UNAVAILABLE] {text}"
+        response["Auth-Error-Code"] = "454 4.7.0"
+        response["Auth-Wait"] = "2"
+    else:
+        text = "Invalid login or password"
+        response["Auth-Status"] = text if smtp else f"[AUTHENTICATIONFAILED] {text}"
+        response["Auth-Error-Code"] = "535 5.7.8"
+        # With Auth-Wait nginx holds the connection, answers, and lets the client retry.
+        wait = min(max(1, decision.retry_after), settings.MAIL_AUTH_WAIT_MAX_SECONDS)
+        response["Auth-Wait"] = str(wait)
+    if not smtp:
+        del response["Auth-Error-Code"]
+    return response
+
+
+def backend_for(protocol: str) -> tuple[str, str]:
+    target = settings.MAIL_BACKEND_SMTP if protocol == "smtp" else settings.MAIL_BACKEND_IMAP
+    host, _, port = target.rpartition(":")
+    return host, port
+
+
+# --- JSON API ---------------------------------------------------------------------------------
+
+
+def api_error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def api_caller(request) -> ApiKey | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    digest = hashlib.sha256(token.strip().encode()).hexdigest()
+    return ApiKey.objects.filter(token_hash=digest, revoked_at__isnull=True).first()
+
+
+def parse_verify_request(body: bytes) -> dict | str:
+    """The request's fields, or what is wrong with it."""
+    if len(body) > MAX_BODY:
+        return "request body too large"
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "request body is not JSON"
+    if not isinstance(data, dict):
+        return "request body must be a JSON object"
+    for field in ("mailbox", "secret", "client_ip"):
+        if not isinstance(data.get(field), str) or not data[field]:
+            return f"'{field}' must be a non-empty string"
+    protocol = data.get("protocol", "imap")
+    if protocol not in PROTOCOLS:
+        return f"'protocol' must be one of {', '.join(sorted(PROTOCOLS))}"
+    return {**data, "protocol": protocol}
+
+
+@csrf_exempt
+@require_POST
+@sensitive_variables("fields")
+def api_verify(request):
+    try:
+        caller = api_caller(request)
+    except Exception:
+        logger.exception("api_verify: cannot check the API key; refusing")
+        return api_reply(Decision(Outcome.TEMPFAIL, "internal_error"))
+    if caller is None:
+        return api_error(401, "a valid API key is required (Authorization: Bearer ...)")
+    fields = parse_verify_request(request.body)
+    if isinstance(fields, str):
+        return api_error(400, fields)
+    decision = verify(
+        fields["mailbox"],
+        fields["secret"],
+        fields["client_ip"],
+        fields["protocol"],
+        caller=f"api:{caller.name}",
+    )
+    return api_reply(decision)
+
+
+def api_reply(decision: Decision) -> JsonResponse:
+    body = {"outcome": decision.outcome.value}
+    if decision.ok:
+        body["national_id"] = decision.national_id
+    else:
+        body["retry_after"] = max(1, decision.retry_after)
+    status = 503 if decision.outcome is Outcome.TEMPFAIL else 200
+    response = JsonResponse(body, status=status)
+    response["X-Verify-Outcome"] = decision.outcome.value  # for clients that read headers only
+    if status == 503:
+        response["Retry-After"] = str(body["retry_after"])
+    return response
+
+
+@require_GET
+def openapi_document(request):
+    return HttpResponse(OPENAPI.read_bytes(), content_type="application/json")
+
+
+def live(request):
+    """Liveness: the process answers. Also the benchmark's empty request."""
+    return HttpResponse("ok", content_type="text/plain")

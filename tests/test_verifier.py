@@ -1,0 +1,297 @@
+"""The verifier through its nginx auth_http interface, in-process (Django's test client):
+every rule of DESIGN §5. The real nginx, Dovecot and Postfix are in test_mail_stack.py."""
+
+import json
+from unittest import mock
+
+import pytest
+from django.contrib.auth.hashers import check_password
+from django.db import DatabaseError
+from django.test import Client
+
+from enrolment import verifier
+from enrolment.models import AuditEvent, Device, MailSession
+from tests.mail_fixtures import nginx_escape
+
+HOME_IP, OTHER_IP = "192.0.2.10", "198.51.100.7"
+
+
+def nginx_ask(
+    user,
+    secret,
+    client_ip=HOME_IP,
+    protocol="imap",
+    key="test-nginx-shared-secret",
+    remote="127.0.0.1",
+):
+    """One auth_http request, as nginx's mail module sends it."""
+    headers = {
+        "Auth-Method": "plain",
+        "Auth-User": nginx_escape(user),
+        "Auth-Pass": nginx_escape(secret),
+        "Auth-Protocol": protocol,
+        "Auth-Login-Attempt": "1",
+        "Client-IP": client_ip,
+        "X-Auth-Key": key,
+    }
+    return Client(REMOTE_ADDR=remote).get("/internal/nginx-auth", headers=headers)
+
+
+def ok(response) -> bool:
+    return response["Auth-Status"] == "OK"
+
+
+@pytest.fixture(autouse=True)
+def _nginx(nginx_secret):
+    return nginx_secret
+
+
+def hashes_during(action) -> int:
+    """How many password hashes an action costs (Argon2 time is what an attacker measures)."""
+    with mock.patch("enrolment.verifier.check_password", wraps=check_password) as spy:
+        action()
+    return spy.call_count
+
+
+def test_a_good_password_and_code_log_in(claire):
+    answer = nginx_ask(claire.mailbox, claire.secret())
+
+    assert ok(answer)
+    assert (answer["Auth-Server"], answer["Auth-Port"]) == ("127.0.0.1", "1143")
+    assert answer["Auth-Pass"] == "proxy-authenticated"  # never the user's password
+    assert len(answer.serialize_headers()) < 1024  # nginx reads at most 1 KiB
+    event = AuditEvent.objects.get(action="mail.login")
+    assert (event.actor, event.target, event.outcome, event.client_ip) == (
+        "899700000001",
+        "claire.martin@demo.mssante.fr",
+        "ok",
+        HOME_IP,
+    )
+    assert event.details == {"protocol": "imap", "reason": "new_login", "via": "nginx"}
+
+
+def test_smtp_goes_to_the_smtp_backend(claire):
+    answer = nginx_ask(claire.mailbox, claire.secret(), protocol="smtp")
+    assert ok(answer) and answer["Auth-Port"] == "1025"
+    assert "Auth-Pass" not in answer  # nginx never AUTHs to the SMTP backend (XCLIENT)
+
+
+def test_the_login_name_is_case_insensitive(claire):
+    assert ok(nginx_ask("Claire.Martin@DEMO.mssante.fr", claire.secret()))
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["wrong code", "wrong password", "missing code", "unknown mailbox", "code only", "empty"],
+)
+def test_every_refusal_looks_the_same_and_costs_one_hash(claire, case):
+    right_code = claire.code()
+    wrong_code = f"{(int(right_code) + 1) % 10**6:06d}"
+    user, secret = {
+        "wrong code": (claire.mailbox, claire.password + wrong_code),
+        "wrong password": (claire.mailbox, "not-the-password" + right_code),
+        "missing code": (claire.mailbox, claire.password),
+        "unknown mailbox": ("nobody@demo.mssante.fr", claire.secret()),
+        "code only": (claire.mailbox, right_code),
+        "empty": (claire.mailbox, ""),
+    }[case]
+    answers = []
+    hashes = hashes_during(lambda: answers.append(nginx_ask(user, secret)))
+
+    [answer] = answers
+    assert answer["Auth-Status"] == "[AUTHENTICATIONFAILED] Invalid login or password"
+    assert int(answer["Auth-Wait"]) >= 1
+    assert hashes == (0 if case == "empty" else 1)
+    assert secret == "" or secret not in json.dumps(list(AuditEvent.objects.values()), default=str)
+
+
+def test_smtp_refusals_carry_the_smtp_error_code(claire):
+    answer = nginx_ask(claire.mailbox, claire.password + "000000", protocol="smtp")
+    assert (answer["Auth-Status"], answer["Auth-Error-Code"]) == (
+        "Invalid login or password",
+        "535 5.7.8",
+    )
+
+
+def test_parallel_connections_and_reconnections_reuse_the_string(claire, frozen_clock):
+    secret = claire.secret()
+    assert all(ok(nginx_ask(claire.mailbox, secret)) for _ in range(5))
+    frozen_clock.advance(600)  # the client reconnects ten minutes later with its cached string
+
+    assert ok(nginx_ask(claire.mailbox, secret))
+    assert not ok(nginx_ask(claire.mailbox, secret, client_ip=OTHER_IP))
+    assert MailSession.objects.count() == 1
+    assert Device.objects.get().last_t >= 0
+
+
+def test_a_session_is_one_query_and_no_hash(claire, django_assert_max_num_queries):
+    secret = claire.secret()
+    nginx_ask(claire.mailbox, secret)
+    with django_assert_max_num_queries(1):
+        assert hashes_during(lambda: ok(nginx_ask(claire.mailbox, secret))) == 0
+
+
+def test_sessions_expire_when_idle_and_after_their_lifetime(claire, frozen_clock, settings):
+    secret = claire.secret()
+    nginx_ask(claire.mailbox, secret)
+    frozen_clock.advance(settings.MAIL_SESSION_IDLE_SECONDS + 1)
+    assert not ok(nginx_ask(claire.mailbox, secret))
+
+    fresh = claire.secret(frozen_clock.now())
+    assert ok(nginx_ask(claire.mailbox, fresh))
+    for _ in range(12):  # keep it busy: idle never runs out, the absolute lifetime does
+        frozen_clock.advance(3600)
+        nginx_ask(claire.mailbox, fresh)
+    assert not ok(nginx_ask(claire.mailbox, fresh))
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "professional ends all",
+        "password change",
+        "device reset",
+        "professional deactivated",
+        "mailbox deactivated",
+    ],
+)
+def test_a_session_ends_with_every_event_that_should_end_it(claire, how):
+    secret = claire.secret()
+    assert ok(nginx_ask(claire.mailbox, secret))
+    if how == "professional ends all":
+        claire.professional.end_mail_sessions("ended_by_professional")
+    elif how == "password change":
+        claire.professional.set_mail_password("Un-Autre-Mot-De-Passe")
+    elif how == "device reset":
+        claire.device.delete()
+    elif how == "professional deactivated":
+        type(claire.professional).objects.filter(pk=claire.professional.pk).update(is_active=False)
+    else:
+        claire.professional.mailboxes.update(is_active=False)
+
+    assert not ok(nginx_ask(claire.mailbox, secret))
+
+
+def test_a_string_seen_before_is_refused_elsewhere_cheaply_and_not_counted(claire):
+    secret = claire.secret()
+    assert ok(nginx_ask(claire.mailbox, secret))
+    answers = []
+    hashes = hashes_during(
+        lambda: answers.append(nginx_ask(claire.mailbox, secret, client_ip=OTHER_IP))
+    )
+    assert not ok(answers[0]) and hashes == 0
+    assert AuditEvent.objects.filter(details__reason="session_ended_or_elsewhere").exists()
+    assert Device.objects.get().throttling_failure_count == 0  # a replay is not a guess
+
+
+def test_organisational_mailbox_logins_stay_nominative(nurses):
+    sofia, luc = nurses
+    assert ok(nginx_ask(sofia.mailbox, sofia.secret()))
+    assert ok(nginx_ask(luc.mailbox, luc.secret(), client_ip=OTHER_IP))
+    # Sofia's password with Luc's code is nobody's login.
+    assert not ok(nginx_ask(sofia.mailbox, sofia.password + luc.code(), client_ip="192.0.2.99"))
+
+    logins = AuditEvent.objects.filter(action="mail.login", outcome="ok")
+    assert sorted(logins.values_list("actor", flat=True)) == ["899700000002", "899700000003"]
+    assert set(logins.values_list("target", flat=True)) == {sofia.mailbox}
+
+
+def test_wrong_codes_back_off_capped_and_never_lock_out(claire, nurses, frozen_clock, settings):
+    settings.THROTTLE_ADDRESS_BURST = 1000  # this test is about the professional's back-off
+    waits = []
+    for attempt in range(30):
+        wrong = f"{(int(claire.code(frozen_clock.now())) + 1 + attempt) % 10**6:06d}"
+        waits.append(
+            int(nginx_ask(claire.mailbox, claire.password + wrong, client_ip=OTHER_IP)["Auth-Wait"])
+        )
+        if attempt < 29:  # a patient attacker waits out each back-off before the next guess
+            frozen_clock.advance(min(2**attempt, settings.THROTTLE_PROFESSIONAL_MAX_SECONDS))
+    assert waits[:4] == [1, 2, 4, 8]
+    assert waits == sorted(waits)
+    assert (
+        max(waits) == settings.MAIL_AUTH_WAIT_MAX_SECONDS
+    )  # nginx holds a connection 10 s at most
+
+    # Backing off: even the right string waits; other professionals are not slowed at all.
+    assert not ok(nginx_ask(claire.mailbox, claire.secret(frozen_clock.now())))
+    sofia = nurses[0]
+    assert ok(nginx_ask(sofia.mailbox, sofia.secret(frozen_clock.now()), client_ip=OTHER_IP))
+
+    frozen_clock.advance(settings.THROTTLE_PROFESSIONAL_MAX_SECONDS)  # the cap, and no more
+    assert ok(nginx_ask(claire.mailbox, claire.secret(frozen_clock.now())))
+
+
+def test_a_client_retrying_one_stale_string_does_not_grow_the_back_off(claire, frozen_clock):
+    typo = claire.password + f"{(int(claire.code()) + 1) % 10**6:06d}"
+    for _ in range(10):
+        assert not ok(nginx_ask(claire.mailbox, typo))
+        frozen_clock.advance(5)
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 1
+    assert ok(nginx_ask(claire.mailbox, claire.secret(frozen_clock.now())))
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 0
+
+
+def test_an_address_spraying_mailboxes_is_refused_before_any_hashing(claire, settings):
+    answers = [
+        nginx_ask(f"user{n}@demo.mssante.fr", "guess123456", client_ip=OTHER_IP)
+        for n in range(settings.THROTTLE_ADDRESS_BURST)
+    ]
+    assert not any(ok(a) for a in answers)
+
+    later = []
+    hashes = hashes_during(
+        lambda: later.extend(
+            nginx_ask(f"more{n}@demo.mssante.fr", "guess123456", client_ip=OTHER_IP)
+            for n in range(20)
+        )
+    )
+
+    assert hashes == 0
+    assert all(int(a["Auth-Wait"]) >= 1 and not ok(a) for a in later)
+    assert ok(nginx_ask(claire.mailbox, claire.secret()))  # another address is not affected
+    # The flood is in the trail, without one row per request.
+    assert AuditEvent.objects.filter(details__reason="address_throttled").count() == 1
+
+
+def test_only_nginx_may_ask(claire):
+    assert nginx_ask(claire.mailbox, claire.secret(), key="wrong").status_code == 403
+    assert nginx_ask(claire.mailbox, claire.secret(), remote="10.1.2.3").status_code == 403
+    refused = nginx_ask(claire.mailbox, claire.secret(), key="")
+    assert refused["Auth-Status"].startswith("[UNAVAILABLE]")
+    assert not AuditEvent.objects.filter(outcome="ok").exists()
+
+
+def test_a_database_error_is_a_temporary_failure_never_ok(claire):
+    with mock.patch("enrolment.mail_sessions.sessions_for", side_effect=DatabaseError("down")):
+        answer = nginx_ask(claire.mailbox, claire.secret(), protocol="smtp")
+    assert answer["Auth-Status"] == "Temporary authentication failure, try again later"
+    assert answer["Auth-Error-Code"] == "454 4.7.0"
+
+
+def test_an_unusable_seed_never_logs_in(claire):
+    Device.objects.filter(pk=claire.device.pk).update(ciphertext=b"\x00" * 36)
+    assert not ok(nginx_ask(claire.mailbox, claire.secret()))
+
+
+def test_a_password_hashed_with_old_parameters_is_upgraded_at_login(claire, settings):
+    from django.contrib.auth.hashers import make_password
+
+    settings.ARGON2_TIME_COST = 3
+    assert ok(nginx_ask(claire.mailbox, claire.secret()))
+    claire.professional.refresh_from_db()
+    assert ",t=3," in claire.professional.mail_password
+    settings.ARGON2_TIME_COST = 2
+    assert make_password("x").count(",t=2,") == 1
+
+
+def test_a_malformed_client_address_is_refused(claire):
+    assert not ok(nginx_ask(claire.mailbox, claire.secret(), client_ip="not-an-ip"))
+
+
+def test_the_decision_function_needs_no_http(claire):
+    decision = verifier.verify(claire.mailbox, claire.secret(), HOME_IP, "imap")
+    assert (decision.outcome, decision.national_id, decision.reason) == (
+        verifier.Outcome.OK,
+        "899700000001",
+        "new_login",
+    )
