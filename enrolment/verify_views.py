@@ -73,9 +73,9 @@ def nginx_auth(request):
 def backend_password(secret: str) -> str:
     """What nginx logs in to the IMAP backend with: by default a token that a backend
     trusting nginx's address accepts, so no password is echoed (mail-proxy.md §7.7)."""
-    if settings.MAIL_BACKEND_PASS == "password":
+    if settings.MAIL_BACKEND_PASS_MODE == "password":
         return secret[: -6 - len(settings.VERIFY_CODE_SEPARATOR)]
-    return settings.MAIL_BACKEND_PASS
+    return settings.MAIL_BACKEND_TOKEN
 
 
 def nginx_reply(decision: Decision, protocol: str, status: int = 200) -> HttpResponse:

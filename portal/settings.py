@@ -230,10 +230,13 @@ NGINX_AUTH_SECRET = env_secret("NGINX_AUTH_SECRET")
 NGINX_AUTH_ALLOWED_ADDRESSES = env_list("NGINX_AUTH_ALLOWED_ADDRESSES", "127.0.0.1,::1")
 MAIL_BACKEND_IMAP = env_str("MAIL_BACKEND_IMAP", "127.0.0.1:143")
 MAIL_BACKEND_SMTP = env_str("MAIL_BACKEND_SMTP", "127.0.0.1:25")
-# What nginx gives the IMAP backend as password: a fixed token for a backend that trusts the
-# proxy (Dovecot "nopassword" from nginx's address; the verifier never echoes a password),
-# or "password" to pass on the password without the code.
-MAIL_BACKEND_PASS = env_secret("MAIL_BACKEND_PASS", "proxy-authenticated")
+# What nginx gives the IMAP backend as password: "token", a fixed MAIL_BACKEND_TOKEN for a
+# backend that trusts the proxy (Dovecot "nopassword" from nginx's address: the verifier never
+# echoes a password), or "password", the password without the code.
+MAIL_BACKEND_PASS_MODE = env_str("MAIL_BACKEND_PASS_MODE", "token")
+MAIL_BACKEND_TOKEN = env_secret("MAIL_BACKEND_TOKEN", "proxy-authenticated")
+if MAIL_BACKEND_PASS_MODE not in ("token", "password"):
+    raise ImproperlyConfigured("MAIL_BACKEND_PASS_MODE must be token or password")
 
 # What the done page tells the professional to configure in the mail software.
 MAIL_IMAP_HOST = env_str("MAIL_IMAP_HOST", "imap.otp.operateur.mssante.fr")
