@@ -1,0 +1,45 @@
+-- Dovecot 2.3 Lua passdb: asks the portal's verifier (POST /api/v1/verify) about every login.
+-- The password field holds the mail password followed by the 6-digit code; the verifier
+-- decides (mail sessions, throttling, organisational mailboxes) and this script only relays.
+-- Placeholders: ${VERIFY_URL} the API's URL; ${VERIFY_KEY} a key from
+-- `manage.py api_key create NAME`. Keep this file readable by root and dovecot only.
+local VERIFY_URL = "${VERIFY_URL}"
+local VERIFY_KEY = "${VERIFY_KEY}"
+
+local http_client = dovecot.http.client {
+  timeout = 5000;      -- ms (Dovecot 2.3 names)
+  max_attempts = 1;
+}
+
+local function json_string(s)
+  -- JSON string escaping; UTF-8 bytes pass through unchanged.
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return string.format("\\u%04x", string.byte(c))
+  end) .. '"'
+end
+
+function auth_password_verify(req, password)
+  local body = "{" ..
+    '"mailbox":' .. json_string(req.user) .. "," ..
+    '"secret":' .. json_string(password) .. "," ..
+    '"client_ip":' .. json_string(req.remote_ip or "") .. "," ..
+    '"protocol":' .. json_string(req.service == "smtp" and "smtp" or "imap") .. "}"
+  local request = http_client:request { url = VERIFY_URL; method = "POST"; }
+  request:add_header("Authorization", "Bearer " .. VERIFY_KEY)
+  request:add_header("Content-Type", "application/json")
+  request:set_payload(body)
+  local response = request:submit()
+  local outcome = response:header("X-Verify-Outcome")
+  if response:status() == 200 and outcome == "ok" then
+    return dovecot.auth.PASSDB_RESULT_OK, ""
+  end
+  if response:status() == 200 and outcome == "reject" then
+    return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, "invalid login or password"
+  end
+  -- 503 (temporary failure), an unreachable verifier, anything unexpected: never a success.
+  return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE,
+    "verifier answered " .. tostring(response:status())
+end
+
+function script_init() return 0 end
+function script_deinit() end

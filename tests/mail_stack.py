@@ -1,0 +1,226 @@
+"""The real mail path, started for the tests from deploy/'s own files: nginx's mail proxy,
+Dovecot (behind nginx, and as the login point with the Lua passdb), Postfix (nginx's XCLIENT
+backend, and submission with Dovecot SASL), and an SMTP sink that receives what Postfix relays.
+Every process is started on free loopback ports and stopped by its PID."""
+
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from tests.psc_standin import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+MAIL_UID = 19100
+NEEDED = [
+    "/usr/sbin/nginx",
+    "/usr/lib/nginx/modules/ngx_mail_module.so",
+    "/usr/sbin/dovecot",
+    "/usr/lib/dovecot/modules/auth/libauthdb_lua.so",
+    "/usr/sbin/postfix",
+]
+
+
+def missing_packages() -> list[str]:
+    return [path for path in NEEDED if not Path(path).exists()]
+
+
+def render(template: Path, target: Path, **values) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(Template(template.read_text()).substitute(values))
+    return target
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class SmtpSink:
+    """Accepts whatever Postfix relays and keeps the messages, for the tests to read."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(b"220 sink ESMTP\r\n")
+                while line := self.rfile.readline():
+                    command = line.strip().upper()
+                    if command.startswith((b"EHLO", b"HELO")):
+                        self.wfile.write(b"250-sink\r\n250 8BITMIME\r\n")
+                    elif command == b"DATA":
+                        self.wfile.write(b"354 go ahead\r\n")
+                        body = []
+                        while (data := self.rfile.readline()) not in (b".\r\n", b""):
+                            body.append(data.decode("utf-8", "replace"))
+                        sink.messages.append("".join(body))
+                        self.wfile.write(b"250 2.0.0 queued\r\n")
+                    elif command == b"QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[str]:
+        """The messages, once ``count`` have arrived (Postfix relays them asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.messages)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class MailStack:
+    run_dir: Path
+    nginx_secret: str
+    verifier_port: int
+    ports: dict = field(default_factory=dict)
+    processes: dict = field(default_factory=dict)
+    sink: SmtpSink | None = None
+
+    def start(self, api_key: str) -> "MailStack":
+        os.chmod(self.run_dir, 0o755)  # Dovecot's users must traverse it
+        mail = self.run_dir / "mail"
+        mail.mkdir()
+        os.chown(mail, MAIL_UID, MAIL_UID)
+        self.ports = {
+            name: free_port()
+            for name in (
+                "nginx_imap",
+                "nginx_smtp",
+                "backend_imap",
+                "lua_imap",
+                "lua_auth",
+                "submission",
+                "xclient",
+            )
+        }
+        self.sink = SmtpSink()
+        common = {
+            "RUN_DIR": str(self.run_dir),
+            "MAIL_UID": str(MAIL_UID),
+            "NGINX_ADDRESS": "127.0.0.1",
+        }
+        self._start_dovecot(
+            "dovecot-backend",
+            render(
+                DEPLOY / "dovecot/backend.conf",
+                self.run_dir / "dovecot-backend.conf",
+                LISTEN_IMAP=self.ports["backend_imap"],
+                **common,
+            ),
+            self.ports["backend_imap"],
+        )
+        lua = render(
+            DEPLOY / "dovecot/totp-passdb.lua",
+            self.run_dir / "totp-passdb.lua",
+            VERIFY_URL=f"http://127.0.0.1:{self.verifier_port}/api/v1/verify",
+            VERIFY_KEY=api_key,
+        )
+        self._start_dovecot(
+            "dovecot-lua",
+            render(
+                DEPLOY / "dovecot/lua-passdb.conf",
+                self.run_dir / "dovecot-lua.conf",
+                LUA_SCRIPT=str(lua),
+                LISTEN_IMAP=self.ports["lua_imap"],
+                LISTEN_AUTH=self.ports["lua_auth"],
+                **common,
+            ),
+            self.ports["lua_imap"],
+        )
+        self._start_postfix(common)
+        conf = render(
+            DEPLOY / "nginx/mail.conf",
+            self.run_dir / "nginx.conf",
+            SERVER_NAME="mail.example.test",
+            AUTH_HTTP=f"127.0.0.1:{self.verifier_port}/internal/nginx-auth",
+            AUTH_SECRET=self.nginx_secret,
+            LISTEN_IMAP=f"127.0.0.1:{self.ports['nginx_imap']}",
+            LISTEN_SMTP=f"127.0.0.1:{self.ports['nginx_smtp']}",
+            **common,
+        )
+        self._spawn("nginx", ["nginx", "-c", str(conf), "-p", str(self.run_dir)])
+        wait_for_port(self.ports["nginx_imap"])
+        return self
+
+    def _spawn(self, name, command):
+        log = (self.run_dir / f"{name}.out").open("w")
+        self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def _start_dovecot(self, name, conf, port):
+        subprocess.run(["doveconf", "-n", "-c", str(conf)], check=True, capture_output=True)
+        self._spawn(name, ["dovecot", "-F", "-c", str(conf)])
+        wait_for_port(port)
+
+    def _start_postfix(self, common):
+        etc = self.run_dir / "postfix" / "etc"
+        render(
+            DEPLOY / "postfix/main.cf",
+            etc / "main.cf",
+            RELAY_HOST=f"[127.0.0.1]:{self.sink.port}",
+            **common,
+        )
+        render(
+            DEPLOY / "postfix/master.cf",
+            etc / "master.cf",
+            LISTEN_SUBMISSION=f"127.0.0.1:{self.ports['submission']}",
+            LISTEN_XCLIENT=f"127.0.0.1:{self.ports['xclient']}",
+            DOVECOT_AUTH=f"inet:127.0.0.1:{self.ports['lua_auth']}",
+            **common,
+        )
+        (self.run_dir / "postfix" / "spool").mkdir(mode=0o755)
+        data = self.run_dir / "postfix" / "data"
+        data.mkdir(mode=0o700)
+        shutil.chown(data, "postfix", "postfix")
+        # postfix prints its errors only to a tty or syslog: script(1) gives it a tty.
+        check = subprocess.run(
+            ["script", "-qec", f"postfix -c {etc} check", "/dev/null"],
+            capture_output=True,
+            text=True,
+        )
+        if check.returncode:
+            raise RuntimeError(f"postfix check: {check.stdout}")
+        self._spawn("postfix", ["postfix", "-c", str(etc), "start-fg"])
+        wait_for_port(self.ports["xclient"])
+
+    def stop(self):
+        master = self.run_dir / "postfix" / "spool" / "pid" / "master.pid"
+        for name, process in reversed(self.processes.items()):
+            if name == "postfix" and master.exists():
+                try:
+                    os.kill(int(master.read_text().split()[0]), signal.SIGTERM)
+                except (ProcessLookupError, ValueError):
+                    pass
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.sink:
+            self.sink.close()
