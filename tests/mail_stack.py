@@ -3,6 +3,7 @@ Dovecot (behind nginx, and as the login point with the Lua passdb), Postfix (ngi
 backend, and submission with Dovecot SASL), and an SMTP sink that receives what Postfix relays.
 Every process is started on free loopback ports and stopped by its PID."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -103,7 +104,7 @@ class MailStack:
     sink: SmtpSink | None = None
 
     def start(self, api_key: str) -> "MailStack":
-        os.chmod(self.run_dir, 0o755)  # Dovecot's users must traverse it
+        os.chmod(self.run_dir, 0o755)  # noqa: S103  (Dovecot's and Postfix's users traverse it)
         mail = self.run_dir / "mail"
         mail.mkdir()
         os.chown(mail, MAIL_UID, MAIL_UID)
@@ -212,10 +213,8 @@ class MailStack:
         master = self.run_dir / "postfix" / "spool" / "pid" / "master.pid"
         for name, process in reversed(self.processes.items()):
             if name == "postfix" and master.exists():
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(master.read_text().split()[0]), signal.SIGTERM)
-                except (ProcessLookupError, ValueError):
-                    pass
             process.terminate()
         for process in self.processes.values():
             try:
