@@ -7,9 +7,11 @@ indexed SELECT and one HMAC; "last seen" is written at most once a minute.
 """
 
 import ipaddress
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import connections
 from django.utils.crypto import salted_hmac
 
 from enrolment import clock
@@ -41,41 +43,73 @@ def client_network(client_ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
-def sessions_for(mailbox_address: str, digest: str) -> list[MailSession]:
-    """Every session ever opened with this exact string for this mailbox, live or not:
-    one indexed SELECT. A live one is a hit; a dead one says the string is stale."""
-    return list(
-        MailSession.objects.select_related("professional", "mailbox", "device").filter(
-            credential_digest=digest, mailbox__address=mailbox_address
-        )
-    )
+@dataclass(frozen=True)
+class SessionRow:
+    """What the hot path needs of a session, read without building a model instance."""
+
+    id: object
+    client_network: str
+    revoked_at: datetime | None
+    expires_at: datetime
+    last_seen_at: datetime
+    national_id: str
 
 
-def is_live(session: MailSession, network: str) -> bool:
+# The session hit is the hot path of every mail connection: one hand-written SELECT on one
+# table, by an index. Through the ORM with the joins it cost four times as much
+# (benchmark: tests/bench_verify.py). The digest already binds the mailbox.
+SESSIONS_SQL = """
+    SELECT id, client_network, revoked_at, expires_at, last_seen_at, national_id
+      FROM {table} WHERE credential_digest = %s
+"""
+
+
+def sessions_for(digest: str) -> list[SessionRow]:
+    """Every session ever opened with this exact string for this mailbox, live or not.
+    A live one is a hit; a dead one says the string is stale."""
+    connection = connections[MailSession.objects.db]
+    with connection.cursor() as cursor:
+        cursor.execute(SESSIONS_SQL.format(table=MailSession._meta.db_table), [digest])
+        rows = cursor.fetchall()
+    return [_session_row(connection, row) for row in rows]
+
+
+def _session_row(connection, row) -> SessionRow:
+    converted = list(row)
+    if not connection.features.supports_timezones:  # SQLite hands back naive values
+        for index in (2, 3, 4):
+            converted[index] = _aware(converted[index])
+    return SessionRow(*converted)
+
+
+def _aware(value):
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def is_live(session: SessionRow, network: str) -> bool:
     now = clock.utcnow()
     return (
         session.client_network == network
         and session.revoked_at is None
         and session.expires_at > now
         and session.last_seen_at > now - timedelta(seconds=settings.MAIL_SESSION_IDLE_SECONDS)
-        and session.professional.is_active
-        and session.mailbox.is_active
-        and session.device.confirmed
     )
 
 
-def find_live(sessions: list[MailSession], network: str) -> MailSession | None:
+def find_live(sessions: list[SessionRow], network: str) -> SessionRow | None:
     return next((s for s in sessions if is_live(s, network)), None)
 
 
-def needs_touch(session: MailSession) -> bool:
+def needs_touch(session: SessionRow) -> bool:
     return clock.utcnow() - session.last_seen_at >= TOUCH_EVERY
 
 
-def touch(session: MailSession) -> None:
-    now = clock.utcnow()
-    MailSession.objects.filter(pk=session.pk).update(last_seen_at=now)
-    session.last_seen_at = now
+def touch(session: SessionRow) -> None:
+    MailSession.objects.filter(pk=session.id).update(last_seen_at=clock.utcnow())
 
 
 def open_session(

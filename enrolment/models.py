@@ -8,6 +8,8 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_otp.models import Device as OTPDevice
@@ -50,6 +52,11 @@ class Professional(models.Model):
         name = f"{self.given_name} {self.family_name}".strip()
         return f"{name} ({self.national_id})" if name else self.national_id
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        if not self.is_active:
+            self.end_mail_sessions("professional_deactivated")
+
     def set_mail_password(self, raw_password: str) -> None:
         """Hash with the first of PASSWORD_HASHERS (Argon2id) and end every mail session,
         which the old password opened."""
@@ -84,6 +91,13 @@ class Mailbox(models.Model):
     def __str__(self):
         return self.address
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        if not self.is_active:
+            self.mail_sessions.filter(revoked_at__isnull=True).update(
+                revoked_at=timezone.now(), revoked_reason="mailbox_deactivated"
+            )
+
     @staticmethod
     def normalise_address(address: str) -> str:
         return address.strip().casefold()
@@ -103,6 +117,15 @@ class Membership(models.Model):
 
     def __str__(self):
         return f"{self.professional.national_id} → {self.mailbox.address}"
+
+
+@receiver(post_delete, sender=Membership)
+def end_sessions_of_a_removed_member(sender, instance, **kwargs):
+    MailSession.objects.filter(
+        mailbox_id=instance.mailbox_id,
+        professional_id=instance.professional_id,
+        revoked_at__isnull=True,
+    ).update(revoked_at=timezone.now(), revoked_reason="membership_removed")
 
 
 class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
@@ -198,8 +221,12 @@ class MailSession(models.Model):
         Professional, on_delete=models.CASCADE, related_name="mail_sessions"
     )
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="mail_sessions")
-    # HMAC of the exact credential string under a server key: never the credential itself.
+    # HMAC of the mailbox and the exact credential string under a server key: never the
+    # credential itself. The hot lookup reads this table alone (mail_sessions.sessions_for):
+    # whatever should end a session (new password, device reset, deactivation, removal from
+    # a mailbox) revokes or deletes it when it happens.
     credential_digest = models.CharField(max_length=64)
+    national_id = models.CharField(max_length=32, default="")  # who, for the audit of a hit
     client_network = models.CharField(max_length=64)
     protocol = models.CharField(max_length=16)
     created_at = models.DateTimeField(default=timezone.now)

@@ -65,54 +65,72 @@ def dummy_hash() -> str:
 
 @sensitive_variables("secret")
 def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str = "") -> Decision:
+    address = Mailbox.normalise_address(mailbox)
     try:
-        decision = _decide(Mailbox.normalise_address(mailbox), secret, client_ip, protocol)
+        decision = _decide(address, secret, client_ip, protocol, caller)
     except Exception:
         logger.exception("verify: internal error; refusing with a temporary failure")
-        decision = Decision(Outcome.TEMPFAIL, "internal_error")
-    if decision.audited:
-        try:
-            _audit(decision, mailbox, client_ip, protocol, caller)
-        except Exception:
-            logger.exception("verify: the audit trail cannot be written; refusing")
-            return Decision(Outcome.TEMPFAIL, "audit_unavailable")
+        return Decision(Outcome.TEMPFAIL, "internal_error")
     return decision
 
 
 @sensitive_variables("secret")
-def _decide(address: str, secret: str, client_ip: str, protocol: str) -> Decision:
+def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: str) -> Decision:
     if not address or len(address) > 254 or not secret or len(secret) > MAX_SECRET_LENGTH:
-        return Decision(Outcome.REJECT, "malformed", retry_after=1)
+        return _audited(
+            Decision(Outcome.REJECT, "malformed", retry_after=1),
+            address,
+            client_ip,
+            protocol,
+            caller,
+        )
     try:
         network = mail_sessions.client_network(client_ip)
         source = mail_sessions.client_address(client_ip)
     except ValueError:
-        return Decision(Outcome.REJECT, "bad_client_address", retry_after=1)
+        return _audited(
+            Decision(Outcome.REJECT, "bad_client_address", retry_after=1),
+            address,
+            client_ip,
+            protocol,
+            caller,
+        )
     digest = mail_sessions.credential_digest(address, secret)
 
-    sessions = mail_sessions.sessions_for(address, digest)
+    # The hot path, outside any transaction: a live session for this string is a hit.
+    sessions = mail_sessions.sessions_for(digest)
     session = mail_sessions.find_live(sessions, network)
-    if session is not None:
-        return _session_hit(session)
-    if sessions:
-        # This exact string was accepted once, but its session is over, revoked, or from
-        # another network. Refused without a hash, and not counted as a guess: it is what a
-        # mail client retries with all day after its session ended.
-        return Decision(Outcome.REJECT, "session_ended_or_elsewhere", retry_after=1)
-
-    wait = throttle.address_retry_after(source)
+    if session is not None and not mail_sessions.needs_touch(session):
+        return Decision(Outcome.OK, "session", session.national_id)
+    # An address over budget is refused before any hashing, mostly without a write.
+    wait = 0 if sessions else throttle.address_retry_after(source)
     if wait:
-        return _address_throttled(source, wait)
-    return _new_login(address, secret, network, source, protocol, digest)
+        decision = _address_throttled(source, wait)
+        if not decision.audited:
+            return decision
+
+    # Everything else writes something (a claim, a session, a token spent, an audit row):
+    # one transaction, one commit.
+    with transaction.atomic():
+        if wait:
+            pass  # the throttled refusal above, audited now
+        elif session is not None:
+            mail_sessions.touch(session)  # at most once a minute, with its audit row
+            decision = Decision(Outcome.OK, "session", session.national_id)
+        elif sessions:
+            # This exact string was accepted once, but its session is over, revoked, or from
+            # another network. Refused without a hash, and not counted as a guess: it is what a
+            # mail client retries with all day after its session ended.
+            decision = Decision(Outcome.REJECT, "session_ended_or_elsewhere", retry_after=1)
+        else:
+            decision = _new_login(address, secret, network, source, protocol, digest)
+        _audit(decision, address, client_ip, protocol, caller)
+    return decision
 
 
-def _session_hit(session) -> Decision:
-    national_id = session.professional.national_id
-    if not mail_sessions.needs_touch(session):
-        return Decision(Outcome.OK, "session", national_id, audited=False)
-    # At most once a minute per session: "last seen", and an audit row.
-    mail_sessions.touch(session)
-    return Decision(Outcome.OK, "session", national_id)
+def _audited(decision, address, client_ip, protocol, caller) -> Decision:
+    _audit(decision, address, client_ip, protocol, caller)
+    return decision
 
 
 _last_throttled_audit: dict[str, float] = {}
@@ -135,7 +153,7 @@ def _address_throttled(source: str, wait: int) -> Decision:
 @sensitive_variables("secret", "credential")
 def _new_login(address, secret, network, source, protocol, digest) -> Decision:
     credential = split_credential(secret, separator=settings.VERIFY_CODE_SEPARATOR)
-    mailbox = Mailbox.objects.filter(address=address, is_active=True).first()
+    mailbox = Mailbox.objects.only("id", "kind").filter(address=address, is_active=True).first()
     devices = _member_devices(mailbox) if mailbox else []
     now = clock.now()
 
@@ -170,9 +188,31 @@ def _new_login(address, secret, network, source, protocol, digest) -> Decision:
     )
 
 
+DEVICE_FIELDS = (
+    "uuid",
+    "user_id",
+    "key_id",
+    "nonce",
+    "ciphertext",
+    "algorithm",
+    "digits",
+    "period",
+    "drift",
+    "last_t",
+    "throttling_failure_count",
+    "throttling_failure_timestamp",
+    "last_failed_digest",
+    "user__id",
+    "user__professional__id",
+    "user__professional__national_id",
+    "user__professional__mail_password",
+)
+
+
 def _member_devices(mailbox: Mailbox) -> list[Device]:
     return list(
         Device.objects.select_related("user__professional")
+        .only(*DEVICE_FIELDS)
         .filter(
             confirmed=True,
             user__professional__is_active=True,
@@ -197,33 +237,29 @@ def _check_password(password: str, encoded: str, professional) -> bool:
 
 
 def _claim_and_open(mailbox, device, step, digest, network, source, protocol) -> Decision:
+    """Runs inside verify's transaction. The conditional UPDATE is the claim: atomic across
+    workers and machines, and it holds the device's row lock until the commit, so parallel
+    first logins with one string take turns: the first claims the step and opens the
+    session, the others wait, claim nothing, and find that session."""
     national_id = device.user.professional.national_id
-    with transaction.atomic():
-        # Parallel first logins with one string take turns here: the first claims the step
-        # and opens the session, the others find that session.
-        locked = Device.objects.select_for_update().get(pk=device.pk)
-        if mail_sessions.find_live(mail_sessions.sessions_for(mailbox.address, digest), network):
-            return Decision(Outcome.OK, "session_parallel", national_id)
-        if locked.last_t >= step:
-            reused = True
-        else:
-            reused = False
-            Device.objects.filter(pk=device.pk).update(
-                last_t=step,
-                last_used_at=clock.utcnow(),
-                throttling_failure_count=0,
-                throttling_failure_timestamp=None,
-                last_failed_digest="",
-            )
-            mail_sessions.open_session(
-                mailbox, device.user.professional, device, digest, network, protocol
-            )
-    if reused:
-        # A spent code from another network or string: not a guess, so the professional's
-        # back-off is not touched, but the address pays as for any failure.
-        throttle.spend_address_token(source)
-        return Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
-    return Decision(Outcome.OK, "new_login", national_id)
+    claimed = Device.objects.filter(pk=device.pk, last_t__lt=step).update(
+        last_t=step,
+        last_used_at=clock.utcnow(),
+        throttling_failure_count=0,
+        throttling_failure_timestamp=None,
+        last_failed_digest="",
+    )
+    if claimed:
+        mail_sessions.open_session(
+            mailbox, device.user.professional, device, digest, network, protocol
+        )
+        return Decision(Outcome.OK, "new_login", national_id)
+    if mail_sessions.find_live(mail_sessions.sessions_for(digest), network):
+        return Decision(Outcome.OK, "session_parallel", national_id)
+    # A spent code from another network: not a guess, so the professional's back-off is not
+    # touched, but the address pays as for any failure.
+    throttle.spend_address_token(source)
+    return Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
 
 
 def _failure(credential, mailbox, devices, device, matched_device, password_ok, source, digest):

@@ -75,9 +75,18 @@ DATABASES = {
         env_secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'portal.sqlite3'}"),
         # Keep connections: a new connection per request costs more than the verify itself.
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600, minimum=0),
-        conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Server-side binding lets psycopg prepare the verify path's repeated statements
+    # (planned once per connection instead of once per mail login).
+    DATABASES["default"]["OPTIONS"] = {
+        "server_side_binding": env_bool("DATABASE_SERVER_SIDE_BINDING", True)
+    }
+    # No "SELECT 1" before each request's first query: it costs as much as a session hit's
+    # lookup. After a database restart the first query on a dead connection fails, the
+    # verifier answers with a temporary failure, and Django reconnects for the next request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_HEALTH_CHECKS", False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # The demo's mail client opens parallel connections: writers wait for each other

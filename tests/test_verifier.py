@@ -165,9 +165,14 @@ def test_a_session_ends_with_every_event_that_should_end_it(claire, how):
     elif how == "device reset":
         claire.device.delete()
     elif how == "professional deactivated":
-        type(claire.professional).objects.filter(pk=claire.professional.pk).update(is_active=False)
+        claire.professional.is_active = False
+        claire.professional.save()
+    elif how == "mailbox deactivated":
+        mailbox = claire.professional.mailboxes.get()
+        mailbox.is_active = False
+        mailbox.save()
     else:
-        claire.professional.mailboxes.update(is_active=False)
+        claire.professional.memberships.get().delete()
 
     assert not ok(nginx_ask(claire.mailbox, secret))
 

@@ -1,0 +1,222 @@
+"""Benchmark of the verify path: `make bench` (python -m tests.bench_verify).
+
+Starts a private PostgreSQL cluster (default durability: fsync and synchronous commit on) and
+the site under gunicorn with production settings, loads it over HTTP from several client
+processes, and prints for (a) an empty request through the same stack, (b) mail-session hits,
+(c) new logins, (d) refusals for a throttled address: requests/s, p50 and p99 latency, and
+the ratios of (b), (c), (d) to (a). Figures, not a pass/fail test.
+"""
+
+import argparse
+import base64
+import http.client
+import json
+import multiprocessing
+import os
+import secrets
+import statistics
+import sys
+import time
+
+from enrolment import seeds, totp
+from tests.servers import Gunicorn, PrivatePostgres, manage, populate, site_environment
+
+NGINX_SECRET = "bench-nginx-secret"
+PASSWORD = "Cheval-Agrafe-27"
+
+
+def keyring() -> str:
+    return json.dumps(
+        {"active": "bench", "keys": {"bench": base64.b64encode(os.urandom(32)).decode()}}
+    )
+
+
+def request(port: int, path: str, headers: dict) -> tuple[float, dict]:
+    """One request on a new connection, as nginx's auth_http makes them."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    answer = dict(response.getheaders())
+    connection.close()
+    return time.perf_counter() - started, answer
+
+
+def nginx_headers(mailbox: str, secret: str, client_ip: str) -> dict:
+    return {
+        "Auth-Method": "plain",
+        "Auth-User": mailbox,
+        "Auth-Pass": secret.replace(" ", "%20"),
+        "Auth-Protocol": "imap",
+        "Auth-Login-Attempt": "1",
+        "Client-IP": client_ip,
+        "X-Auth-Key": NGINX_SECRET,
+    }
+
+
+def client_loop(args) -> tuple[list[float], int]:
+    """One load process: for ``seconds``, requests of the scenario; latencies and errors."""
+    scenario, port, seconds, people, expect_ok = args
+    latencies, errors, index = [], 0, 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if scenario == "empty":
+            path, headers = "/internal/health/live", {}
+        elif scenario == "new_login":
+            person = people[index % len(people)]
+            index += 1
+            secret = PASSWORD + totp.totp(bytes.fromhex(person["seed"]), time.time())
+            path, headers = (
+                "/internal/nginx-auth",
+                nginx_headers(person["mailbox"], secret, "192.0.2.10"),
+            )
+        else:
+            path, headers = "/internal/nginx-auth", people[0]
+        elapsed, answer = request(port, path, headers)
+        latencies.append(elapsed)
+        if scenario != "empty" and (answer.get("Auth-Status") == "OK") != expect_ok:
+            errors += 1
+    return latencies, errors
+
+
+def run(scenario, port, seconds, clients, people_per_client, expect_ok=True):
+    with multiprocessing.Pool(clients) as pool:
+        results = pool.map(
+            client_loop,
+            [(scenario, port, seconds, people, expect_ok) for people in people_per_client],
+        )
+    latencies = sorted(x for result in results for x in result[0])
+    errors = sum(result[1] for result in results)
+    return {
+        "rps": len(latencies) / seconds,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "n": len(latencies),
+        "errors": errors,
+    }
+
+
+def argon2_check_ms(env) -> float:
+    """Median time of one Argon2id check with the site's parameters, in this machine's terms."""
+    out = manage(
+        env,
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        (
+            "import time, statistics\n"
+            "from django.contrib.auth.hashers import make_password, check_password\n"
+            "h = make_password('Cheval-Agrafe-27')\n"
+            "t = []\n"
+            "for _ in range(30):\n"
+            "    s = time.perf_counter(); check_password('Cheval-Agrafe-27', h); t.append(time.perf_counter() - s)\n"
+            "print(statistics.median(t) * 1000)\n"
+            "print(h)\n"
+        ),
+    )
+    milliseconds, encoded = out.split()
+    return float(milliseconds), encoded
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per scenario")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent client processes")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--people", type=int, default=600, help="professionals for new logins")
+    options = parser.parse_args()
+
+    postgres = PrivatePostgres(durable=True).start()
+    site = None
+    try:
+        postgres.create_database()
+        env = site_environment(
+            postgres.url, keyring(), NGINX_AUTH_SECRET=NGINX_SECRET, THROTTLE_ADDRESS_BURST="20"
+        )
+        manage(env, "migrate", "-v", "0")
+        argon2_ms, shared_hash = argon2_check_ms(env)
+        # Each professional logs in once per 30-second step: (c) and the lone run get their own.
+        everyone = [
+            {
+                "national_id": f"8997{n:08d}",
+                "mailbox": f"pro{n}@bench.mssante.fr",
+                "password": PASSWORD,
+                "seed": seeds.new_seed().hex(),
+            }
+            for n in range(options.people + 201)
+        ]
+        lone, session_person, people = everyone[:200], everyone[200], everyone[201:]
+        populate(
+            env,
+            [*lone, session_person, *people],
+            secrets.token_urlsafe(16),
+            password_hash=shared_hash,
+        )
+        site = Gunicorn(env, workers=options.workers)
+        port = site.port
+
+        # (b) one established session, hit again and again.
+        session = nginx_headers(
+            session_person["mailbox"],
+            PASSWORD + totp.totp(bytes.fromhex(session_person["seed"]), time.time()),
+            "192.0.2.20",
+        )
+        assert request(port, "/internal/nginx-auth", session)[1]["Auth-Status"] == "OK"
+        # (d) an address that spent its whole bucket on wrong guesses.
+        wrong = nginx_headers("nobody@bench.mssante.fr", "guess-000000", "198.51.100.66")
+        for _ in range(25):
+            request(port, "/internal/nginx-auth", wrong)
+
+        slices = [people[i :: options.clients] for i in range(options.clients)]
+        figures = {
+            "(a) empty request": run("empty", port, options.seconds, options.clients, slices),
+            "(b) mail-session hit": run(
+                "session", port, options.seconds, options.clients, [[session]] * options.clients
+            ),
+            "(c) new login": run("new_login", port, options.seconds, options.clients, slices),
+            "(d) refusal, throttled address": run(
+                "refusal",
+                port,
+                options.seconds,
+                options.clients,
+                [[wrong]] * options.clients,
+                expect_ok=False,
+            ),
+        }
+        # A new login on its own (one client, no queueing): one Argon2id hash plus the rest.
+        alone = run("new_login", port, min(options.seconds, 3), 1, [lone])
+    finally:
+        if site:
+            site.stop()
+        postgres.destroy()
+
+    report(figures, alone, argon2_ms, options)
+
+
+def report(figures, alone, argon2_ms, options):
+    empty = figures["(a) empty request"]
+    print(
+        f"\nverify benchmark: gunicorn {options.workers} workers, {options.clients} client "
+        f"processes, {options.seconds:.0f} s per scenario, PostgreSQL (durable), "
+        f"{os.cpu_count()} cores"
+    )
+    print(f"{'scenario':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'× (a)':>7} {'errors':>7}")
+    for name, f in figures.items():
+        ratio = f["rps"] / empty["rps"]
+        print(
+            f"{name:34} {f['rps']:8.0f} {f['p50']:8.2f} {f['p99']:8.2f} {ratio:7.2f} "
+            f"{f['errors']:7d}"
+        )
+    overhead = alone["p50"] - argon2_ms
+    print(
+        f"\nArgon2id check alone: {argon2_ms:.1f} ms; a new login alone: p50 {alone['p50']:.1f} "
+        f"ms, so one hash + {overhead:.1f} ms (of which the empty request's HTTP round trip "
+        f"is {empty['p50']:.1f} ms under load)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
