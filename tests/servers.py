@@ -1,6 +1,7 @@
 """Real servers started by the tests and the benchmark: a private PostgreSQL cluster (which a
 test may stop and start), and the portal under gunicorn. Free ports; stopped by their PID."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,10 +102,8 @@ class PrivatePostgres:
         )
 
     def destroy(self):
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop()
-        except subprocess.CalledProcessError:
-            pass  # already stopped
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -146,7 +145,9 @@ class Gunicorn:
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115  (open while gunicorn runs)
+            prefix="gunicorn-", suffix=".log", delete=False
+        )
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -209,7 +210,8 @@ for person in spec["people"]:
     device = Device(user=user, name="FreeOTP", confirmed=True, confirmed_at=timezone.now())
     device.set_seed(bytes.fromhex(person["seed"]))
     device.save()
-ApiKey.objects.create(name="load", token_hash=hashlib.sha256(spec["api_token"].encode()).hexdigest())
+token_hash = hashlib.sha256(spec["api_token"].encode()).hexdigest()
+ApiKey.objects.create(name="load", token_hash=token_hash)
 """
 
 
