@@ -15,7 +15,7 @@ from django.db import connections
 from django.utils.crypto import salted_hmac
 
 from enrolment import clock
-from enrolment.models import Device, Mailbox, MailSession, Professional
+from enrolment.models import AddressThrottle, Device, Mailbox, MailSession, Professional
 
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -55,23 +55,37 @@ class SessionRow:
     national_id: str
 
 
-# The session hit is the hot path of every mail connection: one hand-written SELECT on one
-# table, by an index. Through the ORM with the joins it cost four times as much
-# (benchmark: tests/bench_verify.py). The digest already binds the mailbox.
-SESSIONS_SQL = """
-    SELECT id, client_network, revoked_at, expires_at, last_seen_at, national_id
-      FROM {table} WHERE credential_digest = %s
+# The session hit is the hot path of every mail connection: one hand-written SELECT by an
+# index, on the sessions table alone, which also brings the client address's throttle bucket
+# (refusals of a flooding address need it, in the same round trip). Through the ORM, with the
+# joins, the lookup cost four times as much (benchmark: tests/bench_verify.py). The digest
+# already binds the mailbox.
+FIRST_LOOK_SQL = """
+    SELECT b.tokens, b.updated_at, s.id, s.client_network, s.revoked_at, s.expires_at,
+           s.last_seen_at, s.national_id
+      FROM (SELECT 1 AS one) AS one
+      LEFT JOIN {bucket} b ON b.address = %s
+      LEFT JOIN {session} s ON s.credential_digest = %s
 """
 
 
-def sessions_for(digest: str) -> list[SessionRow]:
-    """Every session ever opened with this exact string for this mailbox, live or not.
-    A live one is a hit; a dead one says the string is stale."""
+def first_look(digest: str, source: str) -> tuple[list[SessionRow], tuple | None]:
+    """Every session ever opened with this exact string for this mailbox, live or not (a
+    live one is a hit, a dead one says the string is stale), and the (tokens, updated_at)
+    of the client address's bucket, if it has one."""
     connection = connections[MailSession.objects.db]
+    sql = FIRST_LOOK_SQL.format(bucket=AddressThrottle._meta.db_table,
+                                session=MailSession._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(SESSIONS_SQL.format(table=MailSession._meta.db_table), [digest])
+        cursor.execute(sql, [source, digest])
         rows = cursor.fetchall()
-    return [_session_row(connection, row) for row in rows]
+    bucket = rows[0][:2] if rows[0][0] is not None else None
+    sessions = [_session_row(connection, row[2:]) for row in rows if row[2] is not None]
+    return sessions, bucket
+
+
+def sessions_for(digest: str) -> list[SessionRow]:
+    return first_look(digest, "")[0]
 
 
 def _session_row(connection, row) -> SessionRow:

@@ -10,7 +10,7 @@
 import math
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import F
 
 from enrolment import clock
@@ -26,19 +26,12 @@ def _tokens_now(bucket: AddressThrottle, now: float) -> float:
     return min(burst, bucket.tokens + (now - bucket.updated_at) * _refill_rate())
 
 
-BUCKET_SQL = "SELECT tokens, updated_at FROM {table} WHERE address = %s"
-
-
-def address_retry_after(address: str) -> int:
-    """0 if the address may try; else the seconds until it has a token again. One SELECT,
-    hand-written: a flooding address is refused on this path thousands of times a second."""
-    connection = connections[AddressThrottle.objects.db]
-    with connection.cursor() as cursor:
-        cursor.execute(BUCKET_SQL.format(table=AddressThrottle._meta.db_table), [address])
-        row = cursor.fetchone()
-    if row is None:
+def address_retry_after(bucket: tuple[float, float] | None) -> int:
+    """0 if the address may try; else the seconds until it has a token again. ``bucket`` is
+    the address's (tokens, updated_at), read by the verifier with its session lookup."""
+    if bucket is None or bucket[0] is None:
         return 0
-    tokens = _tokens_now(AddressThrottle(address, *row), clock.now())
+    tokens = _tokens_now(AddressThrottle("", *bucket), clock.now())
     return 0 if tokens >= 1 else math.ceil((1 - tokens) / _refill_rate())
 
 

@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from enrolment import audit, clock, mail_sessions, throttle
 from enrolment.credential import split_credential
-from enrolment.models import AuditEvent, Device, Mailbox
+from enrolment.models import AuditEvent, Device, Mailbox, Membership, Professional
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +98,12 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
     digest = mail_sessions.credential_digest(address, secret)
 
     # The hot path, outside any transaction: a live session for this string is a hit.
-    sessions = mail_sessions.sessions_for(digest)
+    sessions, bucket = mail_sessions.first_look(digest, source)
     session = mail_sessions.find_live(sessions, network)
     if session is not None and not mail_sessions.needs_touch(session):
         return Decision(Outcome.OK, "session", session.national_id)
     # An address over budget is refused before any hashing, mostly without a write.
-    wait = 0 if sessions else throttle.address_retry_after(source)
+    wait = 0 if sessions else throttle.address_retry_after(bucket)
     if wait:
         decision = _address_throttled(source, wait)
         if not decision.audited:
@@ -150,99 +150,99 @@ def _address_throttled(source: str, wait: int) -> Decision:
     return Decision(Outcome.REJECT, "address_throttled", retry_after=wait, audited=audited)
 
 
+@dataclass
+class Candidate:
+    """A member of the mailbox with a confirmed device: who a code may belong to."""
+
+    device: Device
+    professional: Professional
+
+
 @sensitive_variables("secret", "credential")
 def _new_login(address, secret, network, source, protocol, digest) -> Decision:
     credential = split_credential(secret, separator=settings.VERIFY_CODE_SEPARATOR)
-    mailbox = Mailbox.objects.only("id", "kind").filter(address=address, is_active=True).first()
-    devices = _member_devices(mailbox) if mailbox else []
+    mailbox, candidates = _candidates(address)
     now = clock.now()
 
-    matched_device, step = None, None
+    matched, step = None, None
     if credential is not None:
-        for device in devices:
-            step = device.match_step(credential.code, now)
+        for candidate in candidates:
+            step = candidate.device.match_step(credential.code, now)
             if step is not None:
-                matched_device = device
+                matched = candidate
                 break
     # Whose login this is: the code's owner, else the holder of a personal mailbox.
-    device = matched_device
-    if device is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(devices) == 1:
-        device = devices[0]
-    professional = device.user.professional if device else None
+    who = matched
+    if who is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(candidates) == 1:
+        who = candidates[0]
 
-    if device is not None:
-        wait = throttle.professional_retry_after(device)
+    if who is not None:
+        wait = throttle.professional_retry_after(who.device)
         if wait:
-            return Decision(
-                Outcome.REJECT, "professional_throttled", professional.national_id, retry_after=wait
-            )
+            return Decision(Outcome.REJECT, "professional_throttled",
+                            who.professional.national_id, retry_after=wait)
 
-    encoded = professional.mail_password if professional and professional.mail_password else ""
-    password_ok = _check_password(
-        credential.password if credential else secret, encoded, professional
+    password_ok = _check_password(credential.password if credential else secret,
+                                  who.professional if who else None)
+    if password_ok and matched is not None:
+        return _claim_and_open(mailbox, matched, step, digest, network, source, protocol)
+    return _failure(credential, mailbox, candidates, who, matched, password_ok, source, digest)
+
+
+# The members' devices of a mailbox, in one hand-written SELECT: this runs for every new
+# login, and the ORM's version (four models, select_related) cost more than all the rest.
+CANDIDATES_SQL = """
+    SELECT d.*, p.id AS pro_id, p.national_id AS pro_national_id,
+           p.mail_password AS pro_mail_password, m.id AS mailbox_pk, m.kind AS mailbox_kind
+      FROM {device} d
+      JOIN {professional} p ON p.user_id = d.user_id
+      JOIN {membership} ms ON ms.professional_id = p.id
+      JOIN {mailbox} m ON m.id = ms.mailbox_id
+     WHERE m.address = %s AND m.is_active AND p.is_active AND d.confirmed
+     ORDER BY d.id
+"""
+
+
+def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
+    sql = CANDIDATES_SQL.format(
+        device=Device._meta.db_table, professional=Professional._meta.db_table,
+        membership=Membership._meta.db_table, mailbox=Mailbox._meta.db_table,
     )
-    if password_ok and matched_device is not None:
-        return _claim_and_open(mailbox, matched_device, step, digest, network, source, protocol)
-    return _failure(
-        credential, mailbox, devices, device, matched_device, password_ok, source, digest
-    )
-
-
-DEVICE_FIELDS = (
-    "uuid",
-    "user_id",
-    "key_id",
-    "nonce",
-    "ciphertext",
-    "algorithm",
-    "digits",
-    "period",
-    "drift",
-    "last_t",
-    "throttling_failure_count",
-    "throttling_failure_timestamp",
-    "last_failed_digest",
-    "user__id",
-    "user__professional__id",
-    "user__professional__national_id",
-    "user__professional__mail_password",
-)
-
-
-def _member_devices(mailbox: Mailbox) -> list[Device]:
-    return list(
-        Device.objects.select_related("user__professional")
-        .only(*DEVICE_FIELDS)
-        .filter(
-            confirmed=True,
-            user__professional__is_active=True,
-            user__professional__memberships__mailbox=mailbox,
-        )
-        .order_by("pk")
-    )
+    devices = list(Device.objects.raw(sql, [address]))
+    if not devices:
+        mailbox = Mailbox.objects.only("id", "kind").filter(address=address, is_active=True)
+        return mailbox.first(), []
+    first = devices[0]
+    mailbox = Mailbox(id=first.mailbox_pk, kind=first.mailbox_kind, address=address)
+    candidates = []
+    for device in devices:
+        professional = Professional(id=device.pro_id, national_id=device.pro_national_id,
+                                    mail_password=device.pro_mail_password)
+        professional._state.adding = False
+        candidates.append(Candidate(device, professional))
+    return mailbox, candidates
 
 
 @sensitive_variables("password")
-def _check_password(password: str, encoded: str, professional) -> bool:
+def _check_password(password: str, professional: Professional | None) -> bool:
     """One Argon2id check, whatever happens; rehashes when the parameters changed."""
-    if not encoded:
+    if professional is None or not professional.mail_password:
         check_password(password, dummy_hash())
         return False
 
     def rehash(raw):
-        professional.mail_password = make_password(raw)
-        professional.save(update_fields=["mail_password"])
+        Professional.objects.filter(pk=professional.pk).update(mail_password=make_password(raw))
 
-    return check_password(password, encoded, setter=rehash)
+    return check_password(password, professional.mail_password, setter=rehash)
 
 
-def _claim_and_open(mailbox, device, step, digest, network, source, protocol) -> Decision:
+def _claim_and_open(mailbox, who: Candidate, step, digest, network, source, protocol):
     """Runs inside verify's transaction. The conditional UPDATE is the claim: atomic across
     workers and machines, and it holds the device's row lock until the commit, so parallel
     first logins with one string take turns: the first claims the step and opens the
     session, the others wait, claim nothing, and find that session."""
-    national_id = device.user.professional.national_id
-    claimed = Device.objects.filter(pk=device.pk, last_t__lt=step).update(
+    national_id = who.professional.national_id
+    claimed = Device.objects.filter(pk=who.device.pk, last_t__lt=step).update(
         last_t=step,
         last_used_at=clock.utcnow(),
         throttling_failure_count=0,
@@ -250,9 +250,8 @@ def _claim_and_open(mailbox, device, step, digest, network, source, protocol) ->
         last_failed_digest="",
     )
     if claimed:
-        mail_sessions.open_session(
-            mailbox, device.user.professional, device, digest, network, protocol
-        )
+        mail_sessions.open_session(mailbox, who.professional, who.device, digest, network,
+                                   protocol)
         return Decision(Outcome.OK, "new_login", national_id)
     if mail_sessions.find_live(mail_sessions.sessions_for(digest), network):
         return Decision(Outcome.OK, "session_parallel", national_id)
@@ -262,29 +261,28 @@ def _claim_and_open(mailbox, device, step, digest, network, source, protocol) ->
     return Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
 
 
-def _failure(credential, mailbox, devices, device, matched_device, password_ok, source, digest):
+def _failure(credential, mailbox, candidates, who, matched, password_ok, source, digest):
     throttle.spend_address_token(source)
     if credential is None:
         reason = "no_code"
     elif mailbox is None:
         reason = "unknown_mailbox"
-    elif not devices:
+    elif not candidates:
         reason = "no_device"
-    elif matched_device is None:
+    elif matched is None:
         reason = "wrong_code" if password_ok else "wrong_password_and_code"
     else:
         reason = "wrong_password"
-    one_factor_right = device is not None and (password_ok or matched_device is not None)
+    one_factor_right = who is not None and (password_ok or matched is not None)
     if not one_factor_right:
         return Decision(Outcome.REJECT, reason, retry_after=1)
-    if device.last_failed_digest == digest:
+    if who.device.last_failed_digest == digest:
         # The same refused string again (a client retrying what it cached): not a new guess.
-        wait = throttle.professional_retry_after(device)
+        wait = throttle.professional_retry_after(who.device)
     else:
-        wait = throttle.record_professional_failure(device, digest)
-    return Decision(
-        Outcome.REJECT, reason, device.user.professional.national_id, retry_after=max(1, wait)
-    )
+        wait = throttle.record_professional_failure(who.device, digest)
+    return Decision(Outcome.REJECT, reason, who.professional.national_id,
+                    retry_after=max(1, wait))
 
 
 def _audit(decision: Decision, mailbox: str, client_ip: str, protocol: str, caller: str):

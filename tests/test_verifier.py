@@ -267,7 +267,7 @@ def test_only_nginx_may_ask(claire):
 
 
 def test_a_database_error_is_a_temporary_failure_never_ok(claire):
-    with mock.patch("enrolment.mail_sessions.sessions_for", side_effect=DatabaseError("down")):
+    with mock.patch("enrolment.mail_sessions.first_look", side_effect=DatabaseError("down")):
         answer = nginx_ask(claire.mailbox, claire.secret(), protocol="smtp")
     assert answer["Auth-Status"] == "Temporary authentication failure, try again later"
     assert answer["Auth-Error-Code"] == "454 4.7.0"

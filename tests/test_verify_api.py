@@ -125,7 +125,7 @@ def test_a_temporary_failure_is_a_503_with_retry_after(claire, api_token, openap
     def broken(*args):
         raise connection.Database.OperationalError("the database went away")
 
-    monkeypatch.setattr(mail_sessions, "sessions_for", broken)
+    monkeypatch.setattr(mail_sessions, "first_look", broken)
     response = api(
         api_token, mailbox=claire.mailbox, secret=claire.secret(), client_ip="192.0.2.10"
     )
