@@ -13,6 +13,11 @@ export PSC_ENVIRONMENT=standin
 export PSC_ISSUER="http://127.0.0.1:${PSC_PORT}"
 export PSC_CLIENT_ID=portal
 export PSC_CLIENT_SECRET=demo-portal-secret-0123456789abcdef0123456789
+IMAP_PORT=${DEMO_IMAP_PORT:-1143}
+BACKEND_PORT=${DEMO_BACKEND_PORT:-1144}
+export NGINX_AUTH_SECRET=demo-nginx-shared-secret
+export MAIL_BACKEND_IMAP="127.0.0.1:${BACKEND_PORT}"
+export MAIL_IMAP_HOST=127.0.0.1 MAIL_IMAP_PORT="$IMAP_PORT"
 # The portal on "localhost" and PSC on "127.0.0.1": two hosts, so their cookies stay apart.
 SITE="http://localhost:${PORT}"
 
@@ -36,6 +41,33 @@ pids+=($!)
 $PY manage.py runserver "localhost:${PORT}" --noreload > var/demo-portal.log 2>&1 &
 pids+=($!)
 
+# The mail path, when Debian's nginx mail module and Dovecot are installed: nginx on
+# IMAP_PORT asks the portal about every login, then proxies to a Dovecot that trusts it.
+render() {  # render TEMPLATE TARGET NAME=VALUE...: deploy/'s ${NAME} placeholders filled in
+  $PY - "$@" <<'PY'
+import sys
+from pathlib import Path
+from string import Template
+template, target, *pairs = sys.argv[1:]
+Path(target).write_text(Template(Path(template).read_text()).substitute(dict(p.split("=", 1) for p in pairs)))
+PY
+}
+mail_stack=no
+if [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] && command -v dovecot >/dev/null && [ "$(id -u)" = 0 ]; then
+  run_dir=$(pwd)/var/demo-mail
+  rm -rf "$run_dir" && mkdir -p "$run_dir/mail" && chmod 755 "$run_dir" && chown 19100:19100 "$run_dir/mail"
+  render deploy/dovecot/backend.conf "$run_dir/dovecot.conf" RUN_DIR="$run_dir" MAIL_UID=19100 \
+    NGINX_ADDRESS=127.0.0.1 LISTEN_IMAP="$BACKEND_PORT"
+  render deploy/nginx/mail.conf "$run_dir/nginx.conf" RUN_DIR="$run_dir" SERVER_NAME=localhost \
+    AUTH_HTTP="127.0.0.1:${PORT}/internal/nginx-auth" AUTH_SECRET="$NGINX_AUTH_SECRET" \
+    LISTEN_IMAP="127.0.0.1:${IMAP_PORT}" LISTEN_SMTP="127.0.0.1:$((IMAP_PORT + 2))"
+  dovecot -F -c "$run_dir/dovecot.conf" > var/demo-dovecot.log 2>&1 &
+  pids+=($!)
+  nginx -c "$run_dir/nginx.conf" -p "$run_dir" > var/demo-nginx.log 2>&1 &
+  pids+=($!)
+  mail_stack=yes
+fi
+
 for _ in $(seq 50); do
   curl -fs -o /dev/null "${SITE}/" && curl -fs -o /dev/null "${PSC_ISSUER}/.well-known/openid-configuration" && break
   sleep 0.2
@@ -52,4 +84,19 @@ cat <<TXT
   Logs: var/demo-portal.log, var/demo-psc.log. Ctrl-C stops the demo.
 
 TXT
+if [ "$mail_stack" = yes ]; then
+  cat <<TXT
+  Mail: nginx's IMAP proxy listens on 127.0.0.1:${IMAP_PORT}. Enrol FreeOTP and choose a mail
+  password in the portal, then log in with the mailbox address and the password immediately
+  followed by the 6-digit code, for example:
+    python3 -c "import imaplib; m = imaplib.IMAP4('127.0.0.1', ${IMAP_PORT}); print(m.login('claire.martin@demo.mssante.fr', input('password+code: ')))"
+
+TXT
+else
+  cat <<'TXT'
+  Mail: not started. For the IMAP proxy, as root: apt-get install nginx libnginx-mod-mail
+  dovecot-core dovecot-imapd, then make demo again.
+
+TXT
+fi
 wait -n "${pids[@]}"
