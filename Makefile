@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: install
 
 demo: install
 	deploy/demo/run.sh
+
+# Figures, not a test: see "Speed" in the README.
+bench: install
+	$(BIN)/python -m tests.bench_verify
 
 clean:
 	rm -rf $(VENV) var
