@@ -28,12 +28,19 @@ def record(request, action: str, *, outcome: str = "", target: str = "", details
 
 
 def write(*, actor_kind, actor, action, target="", outcome="", client_ip=None, details=None):
-    return AuditEvent.objects.create(
-        actor_kind=actor_kind,
-        actor=actor,
-        action=action,
-        target=target,
-        outcome=outcome,
-        client_ip=client_ip,
-        details=details or {},
+    # bulk_create: a plain INSERT (rows are only ever inserted), without save()'s machinery,
+    # since every mail login writes one.
+    [event] = AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                actor_kind=actor_kind,
+                actor=actor,
+                action=action,
+                target=target,
+                outcome=outcome,
+                client_ip=client_ip,
+                details=details or {},
+            )
+        ]
     )
+    return event

@@ -74,8 +74,9 @@ def first_look(digest: str, source: str) -> tuple[list[SessionRow], tuple | None
     live one is a hit, a dead one says the string is stale), and the (tokens, updated_at)
     of the client address's bucket, if it has one."""
     connection = connections[MailSession.objects.db]
-    sql = FIRST_LOOK_SQL.format(bucket=AddressThrottle._meta.db_table,
-                                session=MailSession._meta.db_table)
+    sql = FIRST_LOOK_SQL.format(
+        bucket=AddressThrottle._meta.db_table, session=MailSession._meta.db_table
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, [source, digest])
         rows = cursor.fetchall()
