@@ -76,25 +76,20 @@ def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str
 
 @sensitive_variables("secret")
 def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: str) -> Decision:
+    network = source = None
     if not address or len(address) > 254 or not secret or len(secret) > MAX_SECRET_LENGTH:
-        return _audited(
-            Decision(Outcome.REJECT, "malformed", retry_after=1),
-            address,
-            client_ip,
-            protocol,
-            caller,
-        )
-    try:
-        network = mail_sessions.client_network(client_ip)
-        source = mail_sessions.client_address(client_ip)
-    except ValueError:
-        return _audited(
-            Decision(Outcome.REJECT, "bad_client_address", retry_after=1),
-            address,
-            client_ip,
-            protocol,
-            caller,
-        )
+        refusal = "malformed"
+    else:
+        try:
+            network = mail_sessions.client_network(client_ip)
+            source = mail_sessions.client_address(client_ip)
+            refusal = ""
+        except ValueError:
+            refusal = "bad_client_address"
+    if refusal:
+        decision = Decision(Outcome.REJECT, refusal, retry_after=1)
+        _audit(decision, address, client_ip, protocol, caller)
+        return decision
     digest = mail_sessions.credential_digest(address, secret)
 
     # The hot path, outside any transaction: a live session for this string is a hit.
@@ -125,11 +120,6 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
         else:
             decision = _new_login(address, secret, network, source, protocol, digest)
         _audit(decision, address, client_ip, protocol, caller)
-    return decision
-
-
-def _audited(decision, address, client_ip, protocol, caller) -> Decision:
-    _audit(decision, address, client_ip, protocol, caller)
     return decision
 
 

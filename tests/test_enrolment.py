@@ -41,6 +41,19 @@ def enrolled(professional, make_device):
     return device, seed
 
 
+def open_mail_session(device) -> MailSession:
+    """A mail client logged in with this device, as the verifier would have left it."""
+    return MailSession.objects.create(
+        mailbox=Mailbox.objects.get(),
+        professional=device.user.professional,
+        device=device,
+        credential_digest="d" * 64,
+        client_network="192.0.2.7",
+        protocol="imap",
+        expires_at=timezone.now() + timedelta(hours=12),
+    )
+
+
 def code_for(seed: bytes, offset_seconds: int = 0) -> str:
     return totp.totp(seed, time.time() + offset_seconds)
 
@@ -136,16 +149,7 @@ def test_an_abandoned_reenrolment_leaves_the_old_phone_working(professional_clie
 
 def test_a_confirmed_reenrolment_stops_the_old_phone_at_once(professional_client, enrolled):
     old_device, old_seed = enrolled
-    mailbox = Mailbox.objects.get()
-    MailSession.objects.create(
-        mailbox=mailbox,
-        professional=old_device.user.professional,
-        device=old_device,
-        credential_digest="d" * 64,
-        client_network="192.0.2.7",
-        protocol="imap",
-        expires_at=timezone.now() + timedelta(hours=12),
-    )
+    open_mail_session(old_device)
 
     enrol(professional_client)
 
@@ -243,15 +247,7 @@ def test_the_mail_password_is_hashed_with_argon2id_and_ends_mail_sessions(
     professional_client, enrolled
 ):
     device, _ = enrolled
-    MailSession.objects.create(
-        mailbox=Mailbox.objects.get(),
-        professional=device.user.professional,
-        device=device,
-        credential_digest="d" * 64,
-        client_network="192.0.2.7",
-        protocol="imap",
-        expires_at=timezone.now() + timedelta(hours=12),
-    )
+    open_mail_session(device)
 
     response = professional_client.post(
         "/password/", {"password1": "Cheval-Agrafe-27", "password2": "Cheval-Agrafe-27"}
