@@ -12,7 +12,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 
-from enrolment.models import AuditEvent, MailSession
+from enrolment.models import AuditEvent, Device, MailSession
+from tests.servers import Gunicorn, site_environment
 
 
 @pytest.fixture
@@ -143,10 +144,32 @@ def test_api_keys_are_stored_hashed(api_token):
     connection.vendor != "postgresql",
     reason="fifty concurrent writers need a server database (SQLite locks)",
 )
-def test_fifty_concurrent_first_logins_claim_the_step_once(
-    claire, api_token, live_server, settings
-):
-    settings.THROTTLE_ADDRESS_BURST = 100
+def test_fifty_concurrent_first_logins_claim_the_step_once(claire, api_token, settings):
+    # Four gunicorn workers of four threads each, on this test's database: the claim must be
+    # atomic across processes, not only across threads.
+    database = settings.DATABASES["default"]
+    url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    site = Gunicorn(
+        site_environment(url, settings.SEED_KEYRING, THROTTLE_ADDRESS_BURST="100"),
+        workers=4,
+        threads=4,
+    )
+    try:
+        outcomes = fifty_logins_at_once(site.url, api_token, claire)
+    finally:
+        site.stop()
+
+    assert None not in outcomes  # every client got an answer
+    assert MailSession.objects.count() == 1  # exactly one step claim, one session
+    winner = MailSession.objects.get().client_network.split("/")[0]
+    assert {ip: o for ip, o in outcomes if ip == winner} == {winner: "ok"}
+    assert {o for ip, o in outcomes if ip != winner} == {"reject"}
+    assert [o for _, o in outcomes].count("ok") == 25
+    assert Device.objects.get().last_t >= 0
+
+
+def fifty_logins_at_once(site_url, api_token, claire) -> list:
+    """Half from one network, half from another, released together by a barrier."""
     secret = claire.secret()
     networks = ["192.0.2.10"] * 25 + ["198.51.100.7"] * 25
     start = threading.Barrier(len(networks))
@@ -155,7 +178,7 @@ def test_fifty_concurrent_first_logins_claim_the_step_once(
     def log_in(index, client_ip):
         start.wait()
         answer = requests.post(
-            f"{live_server.url}/api/v1/verify",
+            f"{site_url}/api/v1/verify",
             timeout=30,
             headers={"Authorization": f"Bearer {api_token}"},
             json={"mailbox": claire.mailbox, "secret": secret, "client_ip": client_ip},
