@@ -98,12 +98,13 @@ def confirm_enrolment(device: Device, code: str, unix_time: float | None = None)
     """
     now = time.time() if unix_time is None else unix_time
     with transaction.atomic():
-        device = Device.objects.select_for_update().get(pk=device.pk)
-        if (
-            device.confirmed
-            or device.pending_until is None
-            or device.pending_until <= timezone.now()
-        ):
+        device = Device.objects.select_for_update().filter(pk=device.pk).first()
+        if device is None:
+            return Confirmation(Outcome.EXPIRED)
+        if device.confirmed:
+            # The same form sent twice (a double click): the first request confirmed it.
+            return Confirmation(Outcome.CONFIRMED)
+        if device.pending_until is None or device.pending_until <= timezone.now():
             device.delete()
             return Confirmation(Outcome.EXPIRED)
         allowed, info = device.verify_is_allowed()

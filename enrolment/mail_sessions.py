@@ -34,6 +34,15 @@ def client_address(client_ip: str) -> str:
     return str(ipaddress.ip_address(client_ip.strip()))
 
 
+def throttle_source(client_ip: str) -> str:
+    """Whose budget a failure spends: the IPv4 address, or the IPv6 /64, since one subscriber
+    holds a whole /64 and could otherwise rotate through it for fresh budgets."""
+    address = ipaddress.ip_address(client_ip.strip())
+    if address.version == 4:
+        return str(address)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
+
+
 def client_network(client_ip: str) -> str:
     """The client's network as configured (exact address by default). ValueError if not an IP."""
     address = ipaddress.ip_address(client_ip.strip())
@@ -136,14 +145,18 @@ def open_session(
     protocol: str,
 ) -> MailSession:
     now = clock.utcnow()
-    return MailSession.objects.create(
+    session = MailSession(
         mailbox=mailbox,
         professional=professional,
         device=device,
         credential_digest=digest,
+        national_id=professional.national_id,
         client_network=network,
         protocol=protocol,
         created_at=now,
         last_seen_at=now,
         expires_at=now + timedelta(seconds=settings.MAIL_SESSION_LIFETIME_SECONDS),
     )
+    # One plain INSERT, without save()'s machinery: this runs for every new login.
+    MailSession.objects.bulk_create([session])
+    return session

@@ -8,10 +8,11 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import models
 from django.db.models import Q
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 from django_otp.models import Device as OTPDevice
 from django_otp.models import ThrottlingMixin, TimestampMixin
 
@@ -119,6 +120,13 @@ class Membership(models.Model):
         return f"{self.professional.national_id} → {self.mailbox.address}"
 
 
+@receiver(pre_delete, sender="enrolment.Device")  # defined below
+def end_sessions_of_a_removed_device(sender, instance, **kwargs):
+    MailSession.objects.filter(device_id=instance.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_reason="device_removed"
+    )
+
+
 @receiver(post_delete, sender=Membership)
 def end_sessions_of_a_removed_member(sender, instance, **kwargs):
     MailSession.objects.filter(
@@ -179,6 +187,7 @@ class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
         sealed = seeds.SealedSeed(self.key_id, bytes(self.nonce), bytes(self.ciphertext))
         return (keyring or seeds.load_keyring()).open(sealed, self.associated_data())
 
+    @sensitive_variables("seed", "code")
     def match_step(self, code: str, unix_time: float | None = None, tolerance: int = 1):
         """The time step that ``code`` belongs to, within ``tolerance`` steps of the phone's
         expected clock, or None. A device whose seed cannot be opened matches nothing."""
@@ -220,7 +229,12 @@ class MailSession(models.Model):
     professional = models.ForeignKey(
         Professional, on_delete=models.CASCADE, related_name="mail_sessions"
     )
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="mail_sessions")
+    # Kept, revoked, when the device goes (a new phone, a reset): the mail clients that keep
+    # retrying their cached strings are then recognised and refused without counting as
+    # guesses, which would otherwise grow the professional's back-off.
+    device = models.ForeignKey(
+        Device, null=True, on_delete=models.SET_NULL, related_name="mail_sessions"
+    )
     # HMAC of the mailbox and the exact credential string under a server key: never the
     # credential itself. The hot lookup reads this table alone (mail_sessions.sessions_for):
     # whatever should end a session (new password, device reset, deactivation, removal from

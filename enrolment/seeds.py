@@ -11,12 +11,13 @@ import json
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 SEED_BYTES = 20  # 160 bits, RFC 4226's recommended length
 KEY_BYTES = 32  # AES-256
@@ -42,7 +43,7 @@ class SealedSeed:
 @dataclass(frozen=True)
 class Keyring:
     active_id: str
-    keys: dict[str, bytes]
+    keys: dict[str, bytes] = field(repr=False)  # never in a log or a traceback
 
     @classmethod
     def parse(cls, text: str, source: str) -> "Keyring":
@@ -91,6 +92,7 @@ class Keyring:
         ciphertext = AESGCM(self.keys[self.active_id]).encrypt(nonce, seed, associated_data)
         return SealedSeed(key_id=self.active_id, nonce=nonce, ciphertext=ciphertext)
 
+    @sensitive_variables("key")
     def open(self, sealed: SealedSeed, associated_data: bytes) -> bytes:
         key = self.keys.get(sealed.key_id)
         if key is None:

@@ -43,7 +43,9 @@ def spend_address_token(address: str) -> None:
             defaults={"tokens": settings.THROTTLE_ADDRESS_BURST - 1, "updated_at": now},
         )
         if not created:
-            bucket.tokens = _tokens_now(bucket, now) - 1
+            # Floored: an address that kept failing is back in business at most two bursts'
+            # refill after the attack stops (a hospital's NAT must not stay shut out).
+            bucket.tokens = max(-settings.THROTTLE_ADDRESS_BURST, _tokens_now(bucket, now) - 1)
             bucket.updated_at = now
             bucket.save(update_fields=["tokens", "updated_at"])
 

@@ -77,12 +77,18 @@ def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str
 @sensitive_variables("secret")
 def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: str) -> Decision:
     network = source = None
-    if not address or len(address) > 254 or not secret or len(secret) > MAX_SECRET_LENGTH:
+    if (
+        not address
+        or len(address) > 254
+        or not address.isascii()  # casefolding other scripts could map onto another mailbox
+        or not secret
+        or len(secret) > MAX_SECRET_LENGTH
+    ):
         refusal = "malformed"
     else:
         try:
             network = mail_sessions.client_network(client_ip)
-            source = mail_sessions.client_address(client_ip)
+            source = mail_sessions.throttle_source(client_ip)
             refusal = ""
         except ValueError:
             refusal = "bad_client_address"
@@ -181,7 +187,9 @@ def _new_login(address, secret, network, source, protocol, digest) -> Decision:
     )
     if password_ok and matched is not None:
         return _claim_and_open(mailbox, matched, step, digest, network, source, protocol)
-    return _failure(credential, mailbox, candidates, who, matched, password_ok, source, digest)
+    return _failure(
+        credential, mailbox, candidates, who, matched, step, password_ok, source, digest
+    )
 
 
 # The members' devices of a mailbox, in one hand-written SELECT: this runs for every new
@@ -270,7 +278,7 @@ def _claim_step(device: Device, step: int) -> bool:
         return cursor.rowcount == 1
 
 
-def _failure(credential, mailbox, candidates, who, matched, password_ok, source, digest):
+def _failure(credential, mailbox, candidates, who, matched, step, password_ok, source, digest):
     throttle.spend_address_token(source)
     if credential is None:
         reason = "no_code"
@@ -282,7 +290,9 @@ def _failure(credential, mailbox, candidates, who, matched, password_ok, source,
         reason = "wrong_code" if password_ok else "wrong_password_and_code"
     else:
         reason = "wrong_password"
-    one_factor_right = who is not None and (password_ok or matched is not None)
+    # A code already used (seen over a shoulder) is not a right factor.
+    fresh_code = matched is not None and step > matched.device.last_t
+    one_factor_right = who is not None and (password_ok or fresh_code)
     if not one_factor_right:
         return Decision(Outcome.REJECT, reason, retry_after=1)
     if who.device.last_failed_digest == digest:

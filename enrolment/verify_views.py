@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
-from enrolment.models import ApiKey
+from enrolment.models import ApiKey, Mailbox
 from enrolment.verifier import Decision, Outcome, verify
 
 logger = logging.getLogger(__name__)
@@ -57,13 +57,17 @@ def nginx_auth(request):
         return nginx_reply(Decision(Outcome.TEMPFAIL, "caller_not_allowed"), protocol, 403)
     secret = header(request, "Auth-Pass")
     decision = verify(
-        header(request, "Auth-User"),
+        header(request, "Auth-User"),  # read again below for the reply
         secret,
         request.headers.get("Client-IP", ""),
         protocol,
         caller="nginx",
     )
+    user = header(request, "Auth-User")
     response = nginx_reply(decision, protocol)
+    if decision.ok:
+        # The backend gets the name that was checked, not the client's spelling of it.
+        response["Auth-User"] = Mailbox.normalise_address(user)
     if decision.ok and protocol in ("imap", "pop3"):
         response["Auth-Pass"] = latin1(backend_password(secret))
     return response
@@ -140,7 +144,7 @@ def parse_verify_request(body: bytes) -> dict | str:
         if not isinstance(data.get(field), str) or not data[field]:
             return f"'{field}' must be a non-empty string"
     protocol = data.get("protocol", "imap")
-    if protocol not in PROTOCOLS:
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
         return f"'protocol' must be one of {', '.join(sorted(PROTOCOLS))}"
     return {**data, "protocol": protocol}
 

@@ -133,7 +133,17 @@ class PSCBackend(OIDCAuthenticationBackend):
             raise PSCLoginRefused("tampered", "no expiry")
         if payload.get("acr") != settings.PSC_REQUIRED_ACR:
             raise PSCLoginRefused("acr", f"acr {payload.get('acr')!r}")
-        self.request.psc_login = {"auth_time": payload.get("auth_time") or int(time.time())}
+        auth_time = payload.get("auth_time")
+        if self.request.session.get("psc_reauth_asked"):
+            # We asked for a fresh authentication (max_age): PSC must show when it happened.
+            fresh = isinstance(auth_time, int) and (
+                time.time() - auth_time <= settings.PSC_RECENT_LOGIN_SECONDS + 60
+            )
+            if not fresh:
+                raise PSCLoginRefused("tampered", "no fresh auth_time after max_age")
+        if not isinstance(auth_time, int):
+            auth_time = int(time.time())
+        self.request.psc_login = {"auth_time": auth_time}
 
     def store_tokens(self, access_token, id_token):
         # Kept on the request, and put in the session by the callback view after login():
@@ -179,6 +189,7 @@ class PSCLoginView(OIDCAuthenticationRequestView):
 
     def get_extra_params(self, request):
         params = {"acr_values": settings.PSC_REQUIRED_ACR}
+        request.session["psc_reauth_asked"] = bool(request.GET.get("reauth"))
         if request.GET.get("reauth"):
             params["max_age"] = settings.PSC_RECENT_LOGIN_SECONDS
         return params
@@ -188,7 +199,7 @@ class PSCCallbackView(OIDCAuthenticationCallbackView):
     def get(self, request):
         if request.GET.get("error"):
             super().get(request)  # forgets the state, so the answer cannot be replayed
-            return failure_page(request, "cancelled", request.GET["error"])
+            return failure_page(request, "cancelled", repr(request.GET["error"][:64]))
         try:
             return super().get(request)
         except SuspiciousOperation as exc:  # unknown or reused state

@@ -154,7 +154,7 @@ def test_a_confirmed_reenrolment_stops_the_old_phone_at_once(professional_client
     enrol(professional_client)
 
     assert not Device.objects.filter(pk=old_device.pk).exists()
-    assert MailSession.objects.count() == 0
+    assert MailSession.objects.get().revoked_reason == "device_removed"
     [device] = Device.objects.filter(confirmed=True)
     assert not device.verify_token(code_for(old_seed, 30))
     assert mail.outbox[-1].subject.startswith("Un nouveau téléphone")
@@ -276,3 +276,15 @@ def test_a_weak_mail_password_is_refused(professional_client, first, second, mes
     assert message in page.content.decode()
     assert Device.objects.count() == 0
     assert professional_client.get("/").content.decode().count("Not set yet.") == 1
+
+
+def test_a_double_submitted_confirmation_keeps_the_new_device(professional_client, enrolled):
+    secret = start_and_read_secret(professional_client)
+    pending = Device.objects.get(confirmed=False)
+    code = pyotp.TOTP(secret).now()
+
+    first = enrolling.confirm_enrolment(pending, code)
+    second = enrolling.confirm_enrolment(pending, code)  # the same form, clicked twice
+
+    assert (first.outcome, second.outcome) == (enrolling.Outcome.CONFIRMED,) * 2
+    assert Device.objects.get(confirmed=True).pk == pending.pk

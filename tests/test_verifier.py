@@ -9,7 +9,7 @@ from django.contrib.auth.hashers import check_password
 from django.db import DatabaseError
 from django.test import Client
 
-from enrolment import verifier
+from enrolment import totp, verifier
 from enrolment.models import AuditEvent, Device, MailSession
 from tests.mail_fixtures import nginx_escape
 
@@ -300,3 +300,56 @@ def test_the_decision_function_needs_no_http(claire):
         "899700000001",
         "new_login",
     )
+
+
+def test_old_phones_cached_strings_after_a_new_enrolment_do_not_lock_the_professional_out(
+    claire, frozen_clock
+):
+    from enrolment import enrolling
+
+    imap = claire.secret()
+    smtp = claire.password + claire.code(frozen_clock.now() + 30)
+    assert ok(nginx_ask(claire.mailbox, imap))
+    assert ok(nginx_ask(claire.mailbox, smtp, protocol="smtp"))
+    pending = enrolling.start_enrolment(claire.professional.user)
+    frozen_clock.advance(60)
+    assert (
+        enrolling.confirm_enrolment(
+            pending, totp.totp(pending.seed(), frozen_clock.now()), frozen_clock.now()
+        ).outcome
+        is enrolling.Outcome.CONFIRMED
+    )
+
+    for _ in range(10):  # the mail clients keep retrying what they cached, turn by turn
+        assert not ok(nginx_ask(claire.mailbox, imap))
+        assert not ok(nginx_ask(claire.mailbox, smtp, protocol="smtp"))
+        frozen_clock.advance(5)
+
+    fresh = claire.password + totp.totp(pending.seed(), frozen_clock.now())
+    assert ok(nginx_ask(claire.mailbox, fresh))
+
+
+def test_a_spent_code_with_a_wrong_password_does_not_grow_the_back_off(claire):
+    code = claire.code()
+    assert ok(nginx_ask(claire.mailbox, claire.password + code))
+    for guess in ("guess-one", "guess-two", "guess-three"):
+        assert not ok(nginx_ask(claire.mailbox, guess + code, client_ip=OTHER_IP))
+    assert Device.objects.get().throttling_failure_count == 0
+
+
+def test_an_ipv6_client_spends_the_budget_of_its_slash_64(claire, settings):
+    settings.THROTTLE_ADDRESS_BURST = 3
+    for n in range(3):  # three addresses of one /64
+        nginx_ask(f"user{n}@demo.mssante.fr", "guess123456", client_ip=f"2001:db8:1:2::{n + 1}")
+    hashes = hashes_during(
+        lambda: nginx_ask("x@demo.mssante.fr", "guess123456", client_ip="2001:db8:1:2::99")
+    )
+    assert hashes == 0
+    assert ok(nginx_ask(claire.mailbox, claire.secret(), client_ip="2001:db8:9:9::1"))
+
+
+def test_the_backend_gets_the_checked_name_and_odd_names_are_refused(claire):
+    answer = nginx_ask("  Claire.Martin@Demo.MSSante.fr ", claire.secret())
+    assert ok(answer) and answer["Auth-User"] == "claire.martin@demo.mssante.fr"
+    dotless_i = "claire.mart\u0131n@demo.mssante.fr"
+    assert not ok(nginx_ask(dotless_i, claire.secret()))

@@ -60,6 +60,18 @@ def test_a_good_login_is_ok_and_names_the_professional(claire, api_token, openap
         200,
     )
     assert body == {"outcome": "ok", "national_id": "899700000001"}
+    again = check_against(
+        openapi,
+        api(
+            api_token,
+            mailbox=claire.mailbox,
+            secret=claire.secret(),
+            client_ip="192.0.2.10",
+            protocol="imap",
+        ),
+        200,
+    )
+    assert again == body  # a session hit names the professional too
     assert AuditEvent.objects.get(action="mail.login").details["via"] == "api:dovecot-test"
 
 
@@ -84,6 +96,7 @@ def test_a_refusal_says_nothing_more(claire, api_token, openapi):
         {"secret": "x123456", "client_ip": "192.0.2.1"},
         {"mailbox": "a@b.fr", "secret": "x123456", "client_ip": "192.0.2.1", "protocol": "ftp"},
         {"mailbox": 7, "secret": "x123456", "client_ip": "192.0.2.1"},
+        {"mailbox": "a@b.fr", "secret": "x123456", "client_ip": "192.0.2.1", "protocol": ["imap"]},
         [1, 2],
     ],
 )
