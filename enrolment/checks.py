@@ -44,6 +44,16 @@ def check_deployment(app_configs=None, **kwargs):
                 id="enrolment.E002",
             )
         )
+    token_mode = settings.MAIL_BACKEND_PASS_MODE == "token"  # noqa: S105 (a mode's name)
+    if token_mode and len(settings.MAIL_BACKEND_TOKEN) < 32:
+        errors.append(
+            checks.Error(
+                "MAIL_BACKEND_TOKEN must be a random secret of 32 characters or more.",
+                hint="The IMAP backend accepts it from nginx in place of the user's password "
+                "(deploy/dovecot/backend.conf); without it, nginx's logins would fail.",
+                id="enrolment.E005",
+            )
+        )
     if not settings.NGINX_AUTH_SECRET:
         errors.append(
             checks.Warning(

@@ -79,6 +79,8 @@ def backend_password(secret: str) -> str:
     trusting nginx's address accepts, so no password is echoed (mail-proxy.md §7.7)."""
     if settings.MAIL_BACKEND_PASS_MODE == "password":  # noqa: S105 (a mode, not a password)
         return secret[: -6 - len(settings.VERIFY_CODE_SEPARATOR)]
+    if not settings.MAIL_BACKEND_TOKEN:
+        raise ValueError("MAIL_BACKEND_TOKEN is not set")  # becomes a temporary failure
     return settings.MAIL_BACKEND_TOKEN
 
 

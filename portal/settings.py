@@ -242,11 +242,11 @@ NGINX_AUTH_SECRET = env_secret("NGINX_AUTH_SECRET")
 NGINX_AUTH_ALLOWED_ADDRESSES = env_list("NGINX_AUTH_ALLOWED_ADDRESSES", "127.0.0.1,::1")
 MAIL_BACKEND_IMAP = env_str("MAIL_BACKEND_IMAP", "127.0.0.1:143")
 MAIL_BACKEND_SMTP = env_str("MAIL_BACKEND_SMTP", "127.0.0.1:25")
-# What nginx gives the IMAP backend as password: "token", a fixed MAIL_BACKEND_TOKEN for a
-# backend that trusts the proxy (Dovecot "nopassword" from nginx's address: the verifier never
-# echoes a password), or "password", the password without the code.
+# What nginx gives the IMAP backend as password: "token", the secret MAIL_BACKEND_TOKEN that
+# the backend checks (deploy/dovecot/backend.conf; the verifier never echoes a password), or
+# "password", the password without the code.
 MAIL_BACKEND_PASS_MODE = env_str("MAIL_BACKEND_PASS_MODE", "token")
-MAIL_BACKEND_TOKEN = env_secret("MAIL_BACKEND_TOKEN", "proxy-authenticated")
+MAIL_BACKEND_TOKEN = env_secret("MAIL_BACKEND_TOKEN")
 if MAIL_BACKEND_PASS_MODE not in ("token", "password"):
     raise ImproperlyConfigured("MAIL_BACKEND_PASS_MODE must be token or password")
 

@@ -94,6 +94,7 @@ def nginx_secret(settings):
     settings.NGINX_AUTH_SECRET = NGINX_SECRET
     settings.MAIL_BACKEND_IMAP = "127.0.0.1:1143"
     settings.MAIL_BACKEND_SMTP = "127.0.0.1:1025"
+    settings.MAIL_BACKEND_TOKEN = "test-backend-token-" + "b" * 32
     return NGINX_SECRET
 
 

@@ -21,6 +21,7 @@ from tests.psc_standin import free_port
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 MAIL_UID = 19100
+BACKEND_TOKEN = "test-backend-token-" + "b" * 32  # the portal's MAIL_BACKEND_TOKEN in the tests
 NEEDED = [
     "/usr/sbin/nginx",
     "/usr/lib/nginx/modules/ngx_mail_module.so",
@@ -132,6 +133,7 @@ class MailStack:
                 DEPLOY / "dovecot/backend.conf",
                 self.run_dir / "dovecot-backend.conf",
                 LISTEN_IMAP=self.ports["backend_imap"],
+                BACKEND_TOKEN=BACKEND_TOKEN,
                 **common,
             ),
             self.ports["backend_imap"],

@@ -118,6 +118,7 @@ def site_environment(database_url: str, keyring: str, **extra) -> dict:
         ALLOWED_HOSTS="127.0.0.1,localhost",
         SECURE_SSL_REDIRECT="false",
         PSC_CLIENT_ID="portal",
+        MAIL_BACKEND_TOKEN="site-backend-token-" + os.urandom(16).hex(),
         LOG_LEVEL="WARNING",
         **extra,
     )

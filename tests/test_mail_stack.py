@@ -19,7 +19,7 @@ from django.db import connection
 
 from enrolment.models import ApiKey, AuditEvent, MailSession
 from tests.mail_fixtures import NGINX_SECRET
-from tests.mail_stack import MailStack, missing_packages
+from tests.mail_stack import BACKEND_TOKEN, MailStack, missing_packages
 
 API_TOKEN = secrets.token_urlsafe(32)
 
@@ -57,6 +57,7 @@ def mail(mail_stack, settings, transactional_db):
     settings.NGINX_AUTH_SECRET = NGINX_SECRET
     settings.MAIL_BACKEND_IMAP = f"127.0.0.1:{mail_stack.ports['backend_imap']}"
     settings.MAIL_BACKEND_SMTP = f"127.0.0.1:{mail_stack.ports['xclient']}"
+    settings.MAIL_BACKEND_TOKEN = BACKEND_TOKEN
     ApiKey.objects.create(
         name="dovecot-e2e", token_hash=hashlib.sha256(API_TOKEN.encode()).hexdigest()
     )

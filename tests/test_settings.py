@@ -26,6 +26,7 @@ def run_manage(*args, **env_changes):
         PSC_CLIENT_ID="portal-prod",
         PSC_CLIENT_SECRET="prod-secret",
         NGINX_AUTH_SECRET="nginx-" + os.urandom(16).hex(),
+        MAIL_BACKEND_TOKEN="backend-" + os.urandom(16).hex(),
     )
     env.update(env_changes)
     env = {k: v for k, v in env.items() if v is not None}

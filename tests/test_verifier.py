@@ -58,7 +58,7 @@ def test_a_good_password_and_code_log_in(claire):
 
     assert ok(answer)
     assert (answer["Auth-Server"], answer["Auth-Port"]) == ("127.0.0.1", "1143")
-    assert answer["Auth-Pass"] == "proxy-authenticated"  # never the user's password
+    assert answer["Auth-Pass"] == "test-backend-token-" + "b" * 32  # never the user's password
     assert len(answer.serialize_headers()) < 1024  # nginx reads at most 1 KiB
     event = AuditEvent.objects.get(action="mail.login")
     assert (event.actor, event.target, event.outcome, event.client_ip) == (

@@ -16,6 +16,7 @@ export PSC_CLIENT_SECRET=demo-portal-secret-0123456789abcdef0123456789
 IMAP_PORT=${DEMO_IMAP_PORT:-1143}
 BACKEND_PORT=${DEMO_BACKEND_PORT:-1144}
 export NGINX_AUTH_SECRET=demo-nginx-shared-secret
+export MAIL_BACKEND_TOKEN=demo-backend-token-0123456789abcdef0123
 export MAIL_BACKEND_IMAP="127.0.0.1:${BACKEND_PORT}"
 export MAIL_IMAP_HOST=127.0.0.1 MAIL_IMAP_PORT="$IMAP_PORT"
 # The portal on "localhost" and PSC on "127.0.0.1": two hosts, so their cookies stay apart.
@@ -57,7 +58,7 @@ if [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] && command -v dovecot >/dev/
   run_dir=$(pwd)/var/demo-mail
   rm -rf "$run_dir" && mkdir -p "$run_dir/mail" && chmod 755 "$run_dir" && chown 19100:19100 "$run_dir/mail"
   render deploy/dovecot/backend.conf "$run_dir/dovecot.conf" RUN_DIR="$run_dir" MAIL_UID=19100 \
-    NGINX_ADDRESS=127.0.0.1 LISTEN_IMAP="$BACKEND_PORT"
+    NGINX_ADDRESS=127.0.0.1 LISTEN_IMAP="$BACKEND_PORT" BACKEND_TOKEN="$MAIL_BACKEND_TOKEN"
   render deploy/nginx/mail.conf "$run_dir/nginx.conf" RUN_DIR="$run_dir" SERVER_NAME=localhost \
     AUTH_HTTP="127.0.0.1:${PORT}/internal/nginx-auth" AUTH_SECRET="$NGINX_AUTH_SECRET" \
     LISTEN_IMAP="127.0.0.1:${IMAP_PORT}" LISTEN_SMTP="127.0.0.1:$((IMAP_PORT + 2))"
