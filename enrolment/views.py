@@ -1,5 +1,7 @@
 """The professional's own pages: home, the enrolment wizard, the mail password."""
 
+from functools import wraps
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -25,13 +27,12 @@ def professional_required(view):
     """Logged in through PSC as a professional of this operator (staff accounts are not)."""
 
     @login_required
+    @wraps(view)
     def wrapper(request, *args, **kwargs):
         if professional_of(request) is None:
             raise Http404
         return view(request, *args, **kwargs)
 
-    wrapper.__name__ = view.__name__
-    wrapper.__doc__ = view.__doc__
     return wrapper
 
 

@@ -115,7 +115,7 @@ def professional_client(client, professional):
 
 
 @pytest.fixture
-def frozen_clock(monkeypatch):
+def moved_clock(monkeypatch):
     """The verifier's clock, moved by the test: clock.advance(600) is ten minutes later."""
     import time as _time
 

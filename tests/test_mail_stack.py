@@ -130,7 +130,7 @@ def test_imap_and_smtp_through_nginx_log_in_and_refuse_alike(mail, claire):
     assert len(mail.sink.wait_for(2, timeout=2)) == 1
 
 
-def test_parallel_connections_reconnections_other_address_and_ending(mail, claire, frozen_clock):
+def test_parallel_connections_reconnections_other_address_and_ending(mail, claire, moved_clock):
     port, secret = mail.ports["nginx_imap"], claire.secret()
     results = []
     start = threading.Barrier(5)
@@ -147,7 +147,7 @@ def test_parallel_connections_reconnections_other_address_and_ending(mail, clair
     assert results == ["ok"] * 5
     assert MailSession.objects.count() == 1
 
-    frozen_clock.advance(600)  # ten minutes later the client reconnects with its cached string
+    moved_clock.advance(600)  # ten minutes later the client reconnects with its cached string
     assert imap_login(port, claire.mailbox, secret, source="127.0.0.2") == "ok"
     assert imap_login(port, claire.mailbox, secret, source="127.0.0.3") != "ok"
 

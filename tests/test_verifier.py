@@ -113,10 +113,10 @@ def test_smtp_refusals_carry_the_smtp_error_code(claire):
     )
 
 
-def test_parallel_connections_and_reconnections_reuse_the_string(claire, frozen_clock):
+def test_parallel_connections_and_reconnections_reuse_the_string(claire, moved_clock):
     secret = claire.secret()
     assert all(ok(nginx_ask(claire.mailbox, secret)) for _ in range(5))
-    frozen_clock.advance(600)  # the client reconnects ten minutes later with its cached string
+    moved_clock.advance(600)  # the client reconnects ten minutes later with its cached string
 
     assert ok(nginx_ask(claire.mailbox, secret))
     assert not ok(nginx_ask(claire.mailbox, secret, client_ip=OTHER_IP))
@@ -131,16 +131,16 @@ def test_a_session_is_one_query_and_no_hash(claire, django_assert_max_num_querie
         assert hashes_during(lambda: ok(nginx_ask(claire.mailbox, secret))) == 0
 
 
-def test_sessions_expire_when_idle_and_after_their_lifetime(claire, frozen_clock, settings):
+def test_sessions_expire_when_idle_and_after_their_lifetime(claire, moved_clock, settings):
     secret = claire.secret()
     nginx_ask(claire.mailbox, secret)
-    frozen_clock.advance(settings.MAIL_SESSION_IDLE_SECONDS + 1)
+    moved_clock.advance(settings.MAIL_SESSION_IDLE_SECONDS + 1)
     assert not ok(nginx_ask(claire.mailbox, secret))
 
-    fresh = claire.secret(frozen_clock.now())
+    fresh = claire.secret(moved_clock.now())
     assert ok(nginx_ask(claire.mailbox, fresh))
     for _ in range(12):  # keep it busy: idle never runs out, the absolute lifetime does
-        frozen_clock.advance(3600)
+        moved_clock.advance(3600)
         nginx_ask(claire.mailbox, fresh)
     assert not ok(nginx_ask(claire.mailbox, fresh))
 
@@ -201,16 +201,16 @@ def test_organisational_mailbox_logins_stay_nominative(nurses):
     assert set(logins.values_list("target", flat=True)) == {sofia.mailbox}
 
 
-def test_wrong_codes_back_off_capped_and_never_lock_out(claire, nurses, frozen_clock, settings):
+def test_wrong_codes_back_off_capped_and_never_lock_out(claire, nurses, moved_clock, settings):
     settings.THROTTLE_ADDRESS_BURST = 1000  # this test is about the professional's back-off
     waits = []
     for attempt in range(30):
-        wrong = f"{(int(claire.code(frozen_clock.now())) + 1 + attempt) % 10**6:06d}"
+        wrong = f"{(int(claire.code(moved_clock.now())) + 1 + attempt) % 10**6:06d}"
         waits.append(
             int(nginx_ask(claire.mailbox, claire.password + wrong, client_ip=OTHER_IP)["Auth-Wait"])
         )
         if attempt < 29:  # a patient attacker waits out each back-off before the next guess
-            frozen_clock.advance(min(2**attempt, settings.THROTTLE_PROFESSIONAL_MAX_SECONDS))
+            moved_clock.advance(min(2**attempt, settings.THROTTLE_PROFESSIONAL_MAX_SECONDS))
     assert waits[:4] == [1, 2, 4, 8]
     assert waits == sorted(waits)
     assert (
@@ -218,21 +218,21 @@ def test_wrong_codes_back_off_capped_and_never_lock_out(claire, nurses, frozen_c
     )  # nginx holds a connection 10 s at most
 
     # Backing off: even the right string waits; other professionals are not slowed at all.
-    assert not ok(nginx_ask(claire.mailbox, claire.secret(frozen_clock.now())))
+    assert not ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
     sofia = nurses[0]
-    assert ok(nginx_ask(sofia.mailbox, sofia.secret(frozen_clock.now()), client_ip=OTHER_IP))
+    assert ok(nginx_ask(sofia.mailbox, sofia.secret(moved_clock.now()), client_ip=OTHER_IP))
 
-    frozen_clock.advance(settings.THROTTLE_PROFESSIONAL_MAX_SECONDS)  # the cap, and no more
-    assert ok(nginx_ask(claire.mailbox, claire.secret(frozen_clock.now())))
+    moved_clock.advance(settings.THROTTLE_PROFESSIONAL_MAX_SECONDS)  # the cap, and no more
+    assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
 
 
-def test_a_client_retrying_one_stale_string_does_not_grow_the_back_off(claire, frozen_clock):
+def test_a_client_retrying_one_stale_string_does_not_grow_the_back_off(claire, moved_clock):
     typo = claire.password + f"{(int(claire.code()) + 1) % 10**6:06d}"
     for _ in range(10):
         assert not ok(nginx_ask(claire.mailbox, typo))
-        frozen_clock.advance(5)
+        moved_clock.advance(5)
     assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 1
-    assert ok(nginx_ask(claire.mailbox, claire.secret(frozen_clock.now())))
+    assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
     assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 0
 
 
@@ -303,19 +303,19 @@ def test_the_decision_function_needs_no_http(claire):
 
 
 def test_old_phones_cached_strings_after_a_new_enrolment_do_not_lock_the_professional_out(
-    claire, frozen_clock
+    claire, moved_clock
 ):
     from enrolment import enrolling
 
     imap = claire.secret()
-    smtp = claire.password + claire.code(frozen_clock.now() + 30)
+    smtp = claire.password + claire.code(moved_clock.now() + 30)
     assert ok(nginx_ask(claire.mailbox, imap))
     assert ok(nginx_ask(claire.mailbox, smtp, protocol="smtp"))
     pending = enrolling.start_enrolment(claire.professional.user)
-    frozen_clock.advance(60)
+    moved_clock.advance(60)
     assert (
         enrolling.confirm_enrolment(
-            pending, totp.totp(pending.seed(), frozen_clock.now()), frozen_clock.now()
+            pending, totp.totp(pending.seed(), moved_clock.now()), moved_clock.now()
         ).outcome
         is enrolling.Outcome.CONFIRMED
     )
@@ -323,9 +323,9 @@ def test_old_phones_cached_strings_after_a_new_enrolment_do_not_lock_the_profess
     for _ in range(10):  # the mail clients keep retrying what they cached, turn by turn
         assert not ok(nginx_ask(claire.mailbox, imap))
         assert not ok(nginx_ask(claire.mailbox, smtp, protocol="smtp"))
-        frozen_clock.advance(5)
+        moved_clock.advance(5)
 
-    fresh = claire.password + totp.totp(pending.seed(), frozen_clock.now())
+    fresh = claire.password + totp.totp(pending.seed(), moved_clock.now())
     assert ok(nginx_ask(claire.mailbox, fresh))
 
 
