@@ -104,6 +104,8 @@ def test_every_wizard_page_passes_axe_wcag21_aa(
         enrol_through_the_wizard(page, live_server, check_page)
         page.goto(f"{live_server.url}/password/")
         check_page(page)
+        page.goto(f"{live_server.url}/mail-sessions/")
+        check_page(page)
 
     assert len(found) >= 6
     assert {url: v for url, v in found.items() if v} == {}
