@@ -1,5 +1,7 @@
 """Writing the audit trail. Every caller passes what happened; nothing secret goes in details."""
 
+from django.utils import timezone
+
 from enrolment.models import AuditEvent
 
 
@@ -28,19 +30,35 @@ def record(request, action: str, *, outcome: str = "", target: str = "", details
 
 
 def write(*, actor_kind, actor, action, target="", outcome="", client_ip=None, details=None):
+    return insert(
+        event(
+            actor_kind=actor_kind,
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            client_ip=client_ip,
+            details=details,
+        )
+    )
+
+
+def event(*, actor_kind, actor, action, target="", outcome="", client_ip=None, details=None):
+    """An audit row, not yet written (the verifier writes a new login's in its own SQL)."""
+    return AuditEvent(
+        at=timezone.now(),
+        actor_kind=actor_kind,
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        client_ip=client_ip,
+        details=details or {},
+    )
+
+
+def insert(event: AuditEvent) -> AuditEvent:
     # bulk_create: a plain INSERT (rows are only ever inserted), without save()'s machinery,
     # since every mail login writes one.
-    [event] = AuditEvent.objects.bulk_create(
-        [
-            AuditEvent(
-                actor_kind=actor_kind,
-                actor=actor,
-                action=action,
-                target=target,
-                outcome=outcome,
-                client_ip=client_ip,
-                details=details or {},
-            )
-        ]
-    )
+    AuditEvent.objects.bulk_create([event])
     return event

@@ -136,7 +136,7 @@ def touch(session: SessionRow) -> None:
     MailSession.objects.filter(pk=session.id).update(last_seen_at=clock.utcnow())
 
 
-def open_session(
+def new_session(
     mailbox: Mailbox,
     professional: Professional,
     device: Device,
@@ -144,6 +144,7 @@ def open_session(
     network: str,
     protocol: str,
 ) -> MailSession:
+    """A session, not yet written (the verifier writes it with the claim of the step)."""
     now = clock.utcnow()
     session = MailSession(
         mailbox=mailbox,
@@ -157,6 +158,4 @@ def open_session(
         last_seen_at=now,
         expires_at=now + timedelta(seconds=settings.MAIL_SESSION_LIFETIME_SECONDS),
     )
-    # One plain INSERT, without save()'s machinery: this runs for every new login.
-    MailSession.objects.bulk_create([session])
     return session

@@ -9,12 +9,15 @@ and translate its Decision. The order of the checks is what keeps it fast and fa
    mailbox it tells which member is logging in;
 4. that professional's back-off, then one Argon2id hash of the password (a dummy hash when
    there is nobody to check, so every refusal costs the same time);
-5. the code's time step claimed under a row lock on the device, and a mail session opened.
+5. the code's time step claimed under a row lock on the device, and a mail session opened:
+   on PostgreSQL one statement, which claims, opens and audits in one round trip and commits.
 
 Any error on the way is a temporary failure, never a success.
 """
 
 import enum
+import functools
+import json
 import logging
 from dataclasses import dataclass
 
@@ -25,7 +28,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from enrolment import audit, clock, mail_sessions, throttle
 from enrolment.credential import split_credential
-from enrolment.models import AuditEvent, Device, Mailbox, Membership, Professional
+from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
             refusal = "bad_client_address"
     if refusal:
         decision = Decision(Outcome.REJECT, refusal, retry_after=1)
-        _audit(decision, address, client_ip, protocol, caller)
+        _audit(decision, Attempt(address, client_ip, protocol, caller, "", "", ""))
         return decision
     digest = mail_sessions.credential_digest(address, secret)
 
@@ -110,23 +113,37 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
         if not decision.audited:
             return decision
 
-    # Everything else writes something (a claim, a session, a token spent, an audit row):
-    # one transaction, one commit.
+    attempt = Attempt(address, client_ip, protocol, caller, network, source, digest)
+    if not wait and not sessions:
+        return _new_login(attempt, secret)  # which audits its own decision
+
+    # Everything else writes its audit row, and maybe more: one transaction, one commit.
     with transaction.atomic():
         if wait:
             pass  # the throttled refusal above, audited now
         elif session is not None:
             mail_sessions.touch(session)  # at most once a minute, with its audit row
             decision = Decision(Outcome.OK, "session", session.national_id)
-        elif sessions:
+        else:
             # This exact string was accepted once, but its session is over, revoked, or from
             # another network. Refused without a hash, and not counted as a guess: it is what a
             # mail client retries with all day after its session ended.
             decision = Decision(Outcome.REJECT, "session_ended_or_elsewhere", retry_after=1)
-        else:
-            decision = _new_login(address, secret, network, source, protocol, digest)
-        _audit(decision, address, client_ip, protocol, caller)
+        _audit(decision, attempt)
     return decision
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One login attempt as the verifier sees it, the secret aside."""
+
+    address: str
+    client_ip: str
+    protocol: str
+    caller: str
+    network: str  # what a mail session is bound to
+    source: str  # whose throttle budget a failure spends
+    digest: str  # of the exact credential: the mail-session key
 
 
 _last_throttled_audit: dict[str, float] = {}
@@ -155,9 +172,9 @@ class Candidate:
 
 
 @sensitive_variables("secret", "credential")
-def _new_login(address, secret, network, source, protocol, digest) -> Decision:
+def _new_login(attempt: Attempt, secret: str) -> Decision:
     credential = split_credential(secret, separator=settings.VERIFY_CODE_SEPARATOR)
-    mailbox, candidates = _candidates(address)
+    mailbox, candidates = _candidates(attempt.address)
     now = clock.now()
 
     matched, step = None, None
@@ -175,28 +192,29 @@ def _new_login(address, secret, network, source, protocol, digest) -> Decision:
     if who is not None:
         wait = throttle.professional_retry_after(who.device)
         if wait:
-            return Decision(
-                Outcome.REJECT,
-                "professional_throttled",
-                who.professional.national_id,
-                retry_after=wait,
-            )
+            national_id = who.professional.national_id
+            decision = Decision(Outcome.REJECT, "professional_throttled", national_id, wait)
+            _audit(decision, attempt)
+            return decision
 
     password_ok = _check_password(
         credential.password if credential else secret, who.professional if who else None
     )
     if password_ok and matched is not None:
-        return _claim_and_open(mailbox, matched, step, digest, network, source, protocol)
-    return _failure(
-        credential, mailbox, candidates, who, matched, step, password_ok, source, digest
-    )
+        return _claim_and_open(attempt, mailbox, matched, step)
+    with transaction.atomic():
+        decision = _failure(
+            attempt, credential, mailbox, candidates, who, matched, step, password_ok
+        )
+        _audit(decision, attempt)
+    return decision
 
 
-# The members' devices of a mailbox, in one hand-written SELECT: this runs for every new
-# login, and the ORM's version (four models, select_related) cost more than all the rest.
+# The members' devices of a mailbox, in one hand-written SELECT read with a plain cursor:
+# this runs for every new login, and the ORM's version (four models, select_related) cost
+# more than all the rest; even Device.objects.raw() cost half as much again as the query.
 CANDIDATES_SQL = """
-    SELECT d.*, p.id AS pro_id, p.national_id AS pro_national_id,
-           p.mail_password AS pro_mail_password, m.id AS mailbox_pk, m.kind AS mailbox_kind
+    SELECT {device_columns}, p.id, p.national_id, p.mail_password, m.id, m.kind
       FROM {device} d
       JOIN {professional} p ON p.user_id = d.user_id
       JOIN {membership} ms ON ms.professional_id = p.id
@@ -206,29 +224,53 @@ CANDIDATES_SQL = """
 """
 
 
-def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
-    sql = CANDIDATES_SQL.format(
+@functools.cache
+def _device_fields() -> tuple[str, ...]:
+    return tuple(field.attname for field in Device._meta.concrete_fields)
+
+
+@functools.cache
+def _candidates_sql() -> str:
+    columns = ", ".join(f"d.{Device._meta.get_field(name).column}" for name in _device_fields())
+    return CANDIDATES_SQL.format(
+        device_columns=columns,
         device=Device._meta.db_table,
         professional=Professional._meta.db_table,
         membership=Membership._meta.db_table,
         mailbox=Mailbox._meta.db_table,
     )
-    devices = list(Device.objects.raw(sql, [address]))
-    if not devices:
+
+
+def _device_from_row(connection, values) -> Device:
+    """A Device from its columns as the cursor returned them, converted as the ORM would (on
+    SQLite a UUID or a datetime comes back as text)."""
+    converted = []
+    for name, value in zip(_device_fields(), values, strict=True):
+        column = Device._meta.get_field(name).get_col(Device._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        for converter in converters:
+            value = converter(value, column, connection)
+        converted.append(value)
+    return Device.from_db(connection.alias, _device_fields(), converted)
+
+
+def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
+    connection = connections[Device.objects.db]
+    with connection.cursor() as cursor:
+        cursor.execute(_candidates_sql(), [address])
+        rows = cursor.fetchall()
+    if not rows:
         mailbox = Mailbox.objects.only("id", "kind").filter(address=address, is_active=True)
         return mailbox.first(), []
-    first = devices[0]
-    mailbox = Mailbox(id=first.mailbox_pk, kind=first.mailbox_kind, address=address)
+    fields = _device_fields()
     candidates = []
-    for device in devices:
-        professional = Professional(
-            id=device.pro_id,
-            national_id=device.pro_national_id,
-            mail_password=device.pro_mail_password,
-        )
+    for row in rows:
+        device = _device_from_row(connection, row[: len(fields)])
+        pro_id, national_id, mail_password, mailbox_id, mailbox_kind = row[len(fields) :]
+        professional = Professional(id=pro_id, national_id=national_id, mail_password=mail_password)
         professional._state.adding = False
         candidates.append(Candidate(device, professional))
-    return mailbox, candidates
+    return Mailbox(id=mailbox_id, kind=mailbox_kind, address=address), candidates
 
 
 @sensitive_variables("password")
@@ -244,21 +286,43 @@ def _check_password(password: str, professional: Professional | None) -> bool:
     return check_password(password, professional.mail_password, setter=rehash)
 
 
-def _claim_and_open(mailbox, who: Candidate, step, digest, network, source, protocol):
-    """Runs inside verify's transaction. The conditional UPDATE is the claim: atomic across
-    workers and machines, and it holds the device's row lock until the commit, so parallel
-    first logins with one string take turns: the first claims the step and opens the
-    session, the others wait, claim nothing, and find that session."""
+def _claim_and_open(attempt: Attempt, mailbox, who: Candidate, step: int) -> Decision:
+    """The conditional UPDATE is the claim: atomic across workers and machines, and it holds
+    the device's row lock until its commit, so parallel first logins with one string take
+    turns: the first claims the step and opens the session, the others wait, claim nothing,
+    and find that session."""
     national_id = who.professional.national_id
-    if _claim_step(who.device, step):
-        mail_sessions.open_session(mailbox, who.professional, who.device, digest, network, protocol)
-        return Decision(Outcome.OK, "new_login", national_id)
-    if mail_sessions.find_live(mail_sessions.sessions_for(digest), network):
-        return Decision(Outcome.OK, "session_parallel", national_id)
-    # A spent code from another network: not a guess, so the professional's back-off is not
-    # touched, but the address pays as for any failure.
-    throttle.spend_address_token(source)
-    return Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
+    success = Decision(Outcome.OK, "new_login", national_id)
+    if _claim_open_and_audit(attempt, mailbox, who, step, success):
+        return success
+    with transaction.atomic():
+        if mail_sessions.find_live(mail_sessions.sessions_for(attempt.digest), attempt.network):
+            decision = Decision(Outcome.OK, "session_parallel", national_id)
+        else:
+            # A spent code from another network: not a guess, so the professional's back-off
+            # is not touched, but the address pays as for any failure.
+            throttle.spend_address_token(attempt.source)
+            decision = Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
+        _audit(decision, attempt)
+    return decision
+
+
+def _claim_open_and_audit(attempt: Attempt, mailbox, who: Candidate, step, success) -> bool:
+    """Claims the step and, if it was free, opens the session and audits the success, all in
+    one commit. False if the step was already claimed."""
+    session = mail_sessions.new_session(
+        mailbox, who.professional, who.device, attempt.digest, attempt.network, attempt.protocol
+    )
+    event = _audit_event(success, attempt)
+    connection = connections[Device.objects.db]
+    if connection.vendor == "postgresql":
+        return _claim_open_and_audit_in_one_statement(connection, who.device, step, session, event)
+    with transaction.atomic():
+        if not _claim_step(connection, who.device, step, session.created_at):
+            return False
+        MailSession.objects.bulk_create([session])
+        audit.insert(event)
+    return True
 
 
 CLAIM_SQL = """
@@ -268,18 +332,87 @@ CLAIM_SQL = """
 """
 
 
-def _claim_step(device: Device, step: int) -> bool:
-    """The step, if no newer or equal one was accepted; written by hand, this statement runs
-    for every new login (QuerySet.update cost five times as much)."""
-    connection = connections[Device.objects.db]
-    now = connection.ops.adapt_datetimefield_value(clock.utcnow())
+def _claim_step(connection, device: Device, step: int, now) -> bool:
+    """The step, if no newer or equal one was accepted."""
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM_SQL.format(device=Device._meta.db_table), [step, now, device.pk, step])
+        cursor.execute(
+            CLAIM_SQL.format(device=Device._meta.db_table),
+            [step, connection.ops.adapt_datetimefield_value(now), device.pk, step],
+        )
         return cursor.rowcount == 1
 
 
-def _failure(credential, mailbox, candidates, who, matched, step, password_ok, source, digest):
-    throttle.spend_address_token(source)
+# A new login's three writes in one statement, so one round trip and (in autocommit) its own
+# commit: every new login runs it, and on this path each statement and the commit cost as
+# much as all the Python. The session and the audit row are inserted only if the claim
+# updated the device's row.
+CLAIM_OPEN_AND_AUDIT_SQL = """
+    WITH claimed AS ({claim} RETURNING id),
+    opened AS (
+        INSERT INTO {session} ({session_columns})
+        SELECT {session_values} FROM claimed RETURNING id
+    )
+    INSERT INTO {audit} ({audit_columns})
+    SELECT {audit_values} FROM opened RETURNING id
+"""
+
+# The columns written, and the cast each parameter needs in a SELECT list (where PostgreSQL
+# cannot infer a parameter's type from its column).
+SESSION_COLUMNS = {
+    "id": "uuid",
+    "mailbox_id": "bigint",
+    "professional_id": "bigint",
+    "device_id": "bigint",
+    "credential_digest": "text",
+    "national_id": "text",
+    "client_network": "text",
+    "protocol": "text",
+    "created_at": "timestamptz",
+    "last_seen_at": "timestamptz",
+    "expires_at": "timestamptz",
+    "revoked_reason": "text",
+}
+AUDIT_COLUMNS = {
+    "at": "timestamptz",
+    "actor_kind": "text",
+    "actor": "text",
+    "action": "text",
+    "target": "text",
+    "outcome": "text",
+    "client_ip": "inet",
+    "details": "jsonb",
+    "mac": "text",
+}
+
+
+@functools.cache
+def _claim_open_and_audit_sql() -> str:
+    def values(columns):
+        return ", ".join(f"%s::{cast}" for cast in columns.values())
+
+    return CLAIM_OPEN_AND_AUDIT_SQL.format(
+        claim=CLAIM_SQL.format(device=Device._meta.db_table),
+        session=MailSession._meta.db_table,
+        session_columns=", ".join(SESSION_COLUMNS),
+        session_values=values(SESSION_COLUMNS),
+        audit=AuditEvent._meta.db_table,
+        audit_columns=", ".join(AUDIT_COLUMNS),
+        audit_values=values(AUDIT_COLUMNS),
+    )
+
+
+def _claim_open_and_audit_in_one_statement(connection, device, step, session, event) -> bool:
+    session_values = [getattr(session, column) for column in SESSION_COLUMNS]
+    audit_values = [getattr(event, column) for column in AUDIT_COLUMNS]
+    audit_values[list(AUDIT_COLUMNS).index("details")] = json.dumps(event.details)
+    claim_values = [step, session.created_at, device.pk, step]
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_open_and_audit_sql(), claim_values + session_values + audit_values)
+        return cursor.fetchone() is not None
+
+
+def _failure(attempt, credential, mailbox, candidates, who, matched, step, password_ok):
+    throttle.spend_address_token(attempt.source)
     if credential is None:
         reason = "no_code"
     elif mailbox is None:
@@ -295,25 +428,33 @@ def _failure(credential, mailbox, candidates, who, matched, step, password_ok, s
     one_factor_right = who is not None and (password_ok or fresh_code)
     if not one_factor_right:
         return Decision(Outcome.REJECT, reason, retry_after=1)
-    if who.device.last_failed_digest == digest:
+    if who.device.last_failed_digest == attempt.digest:
         # The same refused string again (a client retrying what it cached): not a new guess.
         wait = throttle.professional_retry_after(who.device)
     else:
-        wait = throttle.record_professional_failure(who.device, digest)
+        wait = throttle.record_professional_failure(who.device, attempt.digest)
     return Decision(Outcome.REJECT, reason, who.professional.national_id, retry_after=max(1, wait))
 
 
-def _audit(decision: Decision, mailbox: str, client_ip: str, protocol: str, caller: str):
-    audit.write(
+def _audit(decision: Decision, attempt: Attempt) -> None:
+    audit.insert(_audit_event(decision, attempt))
+
+
+def _audit_event(decision: Decision, attempt: Attempt) -> AuditEvent:
+    return audit.event(
         actor_kind=AuditEvent.ActorKind.PROFESSIONAL
         if decision.national_id
         else AuditEvent.ActorKind.SERVICE,
-        actor=decision.national_id or caller,
+        actor=decision.national_id or attempt.caller,
         action="mail.login",
-        target=Mailbox.normalise_address(mailbox)[:254],
+        target=attempt.address[:254],
         outcome=decision.outcome.value,
-        client_ip=_valid_ip_or_none(client_ip),
-        details={"protocol": protocol[:16], "reason": decision.reason, "via": caller},
+        client_ip=_valid_ip_or_none(attempt.client_ip),
+        details={
+            "protocol": attempt.protocol[:16],
+            "reason": decision.reason,
+            "via": attempt.caller,
+        },
     )
 
 
