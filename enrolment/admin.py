@@ -2,7 +2,15 @@
 
 from django.contrib import admin
 
-from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
+from enrolment.models import (
+    AuditEvent,
+    AuditSeal,
+    Device,
+    Mailbox,
+    MailSession,
+    Membership,
+    Professional,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -24,7 +32,13 @@ class ProfessionalAdmin(admin.ModelAdmin):
     list_display = ["national_id", "family_name", "given_name", "is_active", "last_login_at"]
     search_fields = ["national_id", "family_name", "given_name"]
     exclude = ["mail_password", "psc_claims"]
-    readonly_fields = ["user", "last_login_at", "last_login_method", "mail_password_changed_at"]
+    readonly_fields = [
+        "user",
+        "last_login_at",
+        "last_login_method",
+        "mail_password_changed_at",
+        "access_reset_at",
+    ]
 
 
 @admin.register(Device)
@@ -44,10 +58,8 @@ class MailSessionAdmin(admin.ModelAdmin):
     exclude = ["credential_digest"]
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor_kind", "actor", "action", "target", "outcome"]
-    list_filter = ["action", "outcome", "actor_kind"]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The trail and its seals are written by the site only: the admin reads them."""
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -57,3 +69,14 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(AuditSeal)
+class AuditSealAdmin(ReadOnlyAdmin):
+    list_display = ["seq", "first_id", "last_id", "count", "sealed_at", "purged_at"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor_kind", "actor", "action", "target", "outcome"]
+    list_filter = ["action", "outcome", "actor_kind"]

@@ -1,5 +1,18 @@
-"""Writing the audit trail. Every caller passes what happened; nothing secret goes in details."""
+"""Writing the audit trail. Every caller passes what happened; nothing secret goes in details.
 
+Each row carries a keyed MAC of its content and of a random row id (``uid``), computed here
+before the INSERT, so the verify path writes a row in the same statement as everything else
+and nothing serialises the writers. Deleted rows are found by the seals (audit_chain.py).
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+from datetime import UTC
+
+from django.conf import settings
 from django.utils import timezone
 
 from enrolment.models import AuditEvent
@@ -44,17 +57,21 @@ def write(*, actor_kind, actor, action, target="", outcome="", client_ip=None, d
 
 
 def event(*, actor_kind, actor, action, target="", outcome="", client_ip=None, details=None):
-    """An audit row, not yet written (the verifier writes a new login's in its own SQL)."""
-    return AuditEvent(
+    """An audit row with its MAC, not yet written (the verifier writes a new login's in its
+    own SQL)."""
+    row = AuditEvent(
         at=timezone.now(),
-        actor_kind=actor_kind,
+        uid=secrets.token_hex(16),
+        actor_kind=str(actor_kind),
         actor=actor,
         action=action,
         target=target,
         outcome=outcome,
-        client_ip=client_ip,
+        client_ip=_canonical_ip(client_ip),
         details=details or {},
     )
+    row.mac = row_mac(row)
+    return row
 
 
 def insert(event: AuditEvent) -> AuditEvent:
@@ -62,3 +79,47 @@ def insert(event: AuditEvent) -> AuditEvent:
     # since every mail login writes one.
     AuditEvent.objects.bulk_create([event])
     return event
+
+
+def row_mac(row: AuditEvent) -> str:
+    """HMAC-SHA256 of the row's content, in a canonical form that reads back the same from
+    the database (UTC microseconds, the address as the database prints it, sorted JSON)."""
+    return _mac("row", canonical_content(row))
+
+
+def canonical_content(row: AuditEvent) -> str:
+    at = row.at.astimezone(UTC) if timezone.is_aware(row.at) else row.at
+    return json.dumps(
+        [
+            row.uid,
+            at.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+            row.actor_kind,
+            row.actor,
+            row.action,
+            row.target,
+            row.outcome,
+            _canonical_ip(row.client_ip),
+            row.details,
+        ],
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def seal_mac(text: str) -> str:
+    return _mac("seal", text)
+
+
+def _mac(purpose: str, text: str) -> str:
+    key = hashlib.sha256(f"mss-totp.audit.{purpose}\0{settings.AUDIT_MAC_KEY}".encode()).digest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def _canonical_ip(value):
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        return None

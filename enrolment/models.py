@@ -43,6 +43,8 @@ class Professional(models.Model):
     # Django password-hash format (Argon2id); empty until the professional sets one.
     mail_password = models.CharField(max_length=255, blank=True)
     mail_password_changed_at = models.DateTimeField(null=True, blank=True)
+    # Set when the helpdesk resets the device: enrolling again needs a PSC login after it.
+    access_reset_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -298,7 +300,8 @@ class AuditEvent(models.Model):
     outcome = models.CharField(max_length=32, blank=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
-    # Integrity fields, filled by the audit sealer (issue: tamper-evident trail).
+    # Integrity (enrolment/audit.py): a random row id and a keyed MAC of it and the content.
+    uid = models.CharField(max_length=32, blank=True)
     mac = models.CharField(max_length=64, blank=True)
 
     class Meta:
@@ -314,3 +317,30 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("audit events are append-only; the retention purge removes old rows")
+
+
+class AuditSeal(models.Model):
+    """A sealed range of the audit trail (enrolment/audit_chain.py): which row ids it holds,
+    a digest of their MACs, and a MAC that also covers the previous seal's, so that a row or
+    a seal removed, added or changed is found by ``manage.py verify_audit``."""
+
+    seq = models.PositiveIntegerField(unique=True)
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    count = models.PositiveIntegerField()
+    # Ids in [first_id, last_id] that no row had when sealed (rolled-back inserts).
+    gaps = models.JSONField(default=list, blank=True)
+    digest = models.CharField(max_length=64)
+    last_at = models.DateTimeField()
+    sealed_at = models.DateTimeField(default=timezone.now)
+    previous_mac = models.CharField(max_length=64, blank=True)
+    mac = models.CharField(max_length=64)
+    # Set by the retention purge, with its own MAC: these rows are gone on purpose.
+    purged_at = models.DateTimeField(null=True, blank=True)
+    purge_mac = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self):
+        return f"seal {self.seq}: rows {self.first_id}-{self.last_id}"

@@ -19,6 +19,7 @@ import enum
 import functools
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -26,7 +27,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.db import connections, transaction
 from django.views.decorators.debug import sensitive_variables
 
-from enrolment import audit, clock, mail_sessions, throttle
+from enrolment import audit, clock, indicators, mail_sessions, throttle
 from enrolment.credential import split_credential
 from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
 
@@ -68,12 +69,14 @@ def dummy_hash() -> str:
 
 @sensitive_variables("secret")
 def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str = "") -> Decision:
+    started = time.perf_counter()
     address = Mailbox.normalise_address(mailbox)
     try:
         decision = _decide(address, secret, client_ip, protocol, caller)
     except Exception:
         logger.exception("verify: internal error; refusing with a temporary failure")
-        return Decision(Outcome.TEMPFAIL, "internal_error")
+        decision = Decision(Outcome.TEMPFAIL, "internal_error")
+    indicators.observe_login(decision.outcome.value, protocol, time.perf_counter() - started)
     return decision
 
 
@@ -381,6 +384,7 @@ AUDIT_COLUMNS = {
     "outcome": "text",
     "client_ip": "inet",
     "details": "jsonb",
+    "uid": "text",
     "mac": "text",
 }
 

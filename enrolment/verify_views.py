@@ -8,12 +8,14 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from enrolment import indicators
 from enrolment.models import ApiKey, Mailbox
 from enrolment.verifier import Decision, Outcome, verify
 
@@ -192,6 +194,20 @@ def api_reply(decision: Decision) -> JsonResponse:
 @require_GET
 def openapi_document(request):
     return HttpResponse(OPENAPI.read_bytes(), content_type="application/json")
+
+
+@require_GET
+def metrics(request):
+    """Prometheus, with a bearer token (METRICS_TOKEN); without one configured, not there."""
+    expected = settings.METRICS_TOKEN
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not expected:
+        raise Http404
+    if scheme.lower() != "bearer" or not constant_time_compare(token.strip(), expected):
+        response = HttpResponse("a valid bearer token is required\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(indicators.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 def live(request):

@@ -247,7 +247,11 @@ def recent_psc_login(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         auth_time = request.session.get("psc_auth_time", 0)
-        if time.time() - auth_time > settings.PSC_RECENT_LOGIN_SECONDS:
+        professional = getattr(request.user, "professional", None)
+        reset_at = getattr(professional, "access_reset_at", None)
+        # After a helpdesk reset, only a PSC login made since counts.
+        reset_since = reset_at is not None and auth_time <= reset_at.timestamp()
+        if reset_since or time.time() - auth_time > settings.PSC_RECENT_LOGIN_SECONDS:
             query = urlencode({"next": request.get_full_path(), "reauth": "1"})
             return redirect(f"{reverse('oidc_authentication_init')}?{query}")
         return view(request, *args, **kwargs)

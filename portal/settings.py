@@ -26,7 +26,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env_str("SITE_URL", "http://localhost:8000")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "portal.apps.StaffAdminConfig",  # the admin, for verified superusers only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -209,6 +209,11 @@ AUTHENTICATION_BACKENDS = [
     "portal.psc.PSCBackend",
     "django.contrib.auth.backends.ModelBackend",  # staff accounts
 ]
+STAFF_AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
+# Destructive helpdesk actions need the staff member's code typed within this long.
+STAFF_RECENT_LOGIN_SECONDS = env_int("STAFF_RECENT_LOGIN_SECONDS", 900, minimum=30)
+# Bearer token of the Prometheus endpoint (/internal/metrics); without one it answers 404.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
 LOGIN_URL = "oidc_authentication_init"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "home"
@@ -225,6 +230,14 @@ ENROLMENT_CONFIRM_WINDOW_STEPS = env_int("ENROLMENT_CONFIRM_WINDOW_STEPS", 10, m
 VERIFY_CODE_SEPARATOR = env_str("VERIFY_CODE_SEPARATOR", "")  # e.g. ";" for "password;123456"
 # Mail sessions: a verified password+code string is reused by the same client network.
 MAIL_SESSION_KEY = env_secret("MAIL_SESSION_KEY") or SECRET_KEY
+# The audit trail's integrity key: a MAC on every row and on every seal (DESIGN §8). Set it
+# apart from SECRET_KEY, so that rotating the session key does not break the trail, and keep
+# it out of the database's backups, like the keyring.
+AUDIT_MAC_KEY = env_secret("AUDIT_MAC_KEY") or SECRET_KEY
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
+# Rows younger than this are left for the next seal: a transaction still open may yet commit
+# a row with a lower id than one already visible.
+AUDIT_SEAL_DELAY_SECONDS = env_int("AUDIT_SEAL_DELAY_SECONDS", 60, minimum=0)
 MAIL_SESSION_LIFETIME_SECONDS = env_int("MAIL_SESSION_LIFETIME_SECONDS", 12 * 3600, minimum=60)
 MAIL_SESSION_IDLE_SECONDS = env_int("MAIL_SESSION_IDLE_SECONDS", 2 * 3600, minimum=60)
 MAIL_SESSION_PREFIX_V4 = env_int("MAIL_SESSION_PREFIX_V4", 32, minimum=8)

@@ -3,7 +3,8 @@ from django.urls import include, path
 from django.views.i18n import set_language
 from mozilla_django_oidc.views import OIDCLogoutView
 
-from enrolment import verify_views, views
+from enrolment import staff_views, verify_views, views
+from portal import staff
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,5 +21,25 @@ urlpatterns = [
     path("internal/health/live", verify_views.live, name="live"),
     path("api/v1/verify", verify_views.api_verify, name="api_verify"),
     path("api/v1/openapi.json", verify_views.openapi_document, name="openapi"),
+    path("internal/metrics", verify_views.metrics, name="metrics"),
+    # Staff: login with password and code; the helpdesk; the auditors' trail.
+    path("staff/login/", staff.staff_login, name="staff_login"),
+    path("staff/code/", staff.staff_code, name="staff_code"),
+    path("staff/enrol/", staff.staff_enrol, name="staff_enrol"),
+    path("staff/logout/", staff.staff_logout, name="staff_logout"),
+    path("helpdesk/", staff_views.helpdesk_search, name="helpdesk_search"),
+    path("helpdesk/summary/", staff_views.summary, name="staff_summary"),
+    path(
+        "helpdesk/professionals/<str:national_id>/",
+        staff_views.helpdesk_professional,
+        name="helpdesk_professional",
+    ),
+    path(
+        "helpdesk/professionals/<str:national_id>/<slug:action>/",
+        staff_views.helpdesk_action,
+        name="helpdesk_action",
+    ),
+    path("audit/", staff_views.audit_trail, name="audit_trail"),
+    path("audit/export.<str:fmt>", staff_views.audit_export, name="audit_export"),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,268 @@
+"""The audit trail made tamper-evident (DESIGN §8): seals, verification, retention purge.
+
+Every row already carries a keyed MAC of its content (enrolment/audit.py), which finds an
+altered or forged row. What a MAC on each row cannot find is a row deleted, so a periodic
+seal (``manage.py seal_audit``, every minute or so) records each new range of row ids: the
+ids it holds, a digest of their MACs, and a MAC over all that and the previous seal's MAC.
+Writers never wait for the sealer: it only reads rows that are already committed.
+
+``verify`` then names every row altered, inserted, copied or missing, and every seal
+altered, removed or out of order. The purge deletes whole sealed ranges and marks their
+seals (with a MAC of its own), so the chain still verifies after it.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Min, Q
+from django.utils import timezone
+
+from enrolment import audit
+from enrolment.models import AuditEvent, AuditSeal
+
+SEAL_BATCH = 50_000  # rows per seal: a seal's ids are held in memory when verifying
+ROW_FIELDS = [
+    "id",
+    "uid",
+    "at",
+    "actor_kind",
+    "actor",
+    "action",
+    "target",
+    "outcome",
+    "client_ip",
+    "details",
+    "mac",
+]
+
+
+# Sealing
+
+
+def seal(now: datetime | None = None) -> list[AuditSeal]:
+    """Seal every committed row old enough (AUDIT_SEAL_DELAY_SECONDS), in ranges of at most
+    SEAL_BATCH rows. Returns the new seals."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.AUDIT_SEAL_DELAY_SECONDS)
+    made = []
+    while (new := _seal_next_range(cutoff)) is not None:
+        made.append(new)
+    return made
+
+
+def _seal_next_range(cutoff: datetime) -> AuditSeal | None:
+    with transaction.atomic():
+        # The latest seal's row lock: two sealers take turns instead of forking the chain.
+        previous = AuditSeal.objects.select_for_update().order_by("-seq").first()
+        rows = AuditEvent.objects.all()
+        if previous is not None:
+            rows = rows.filter(id__gt=previous.last_id)
+        bounds = rows.filter(at__lte=cutoff).aggregate(first=Min("id"), last=Max("id"))
+        if bounds["last"] is None:
+            return None
+        first_id = previous.last_id + 1 if previous else bounds["first"]
+        last_id = min(bounds["last"], first_id + SEAL_BATCH - 1)
+        ids_and_macs = list(
+            rows.filter(id__range=(first_id, last_id)).order_by("id").values_list("id", "mac")
+        )
+        last_at = AuditEvent.objects.filter(id__range=(first_id, last_id)).aggregate(Max("at"))[
+            "at__max"
+        ]
+        present = {row_id for row_id, _ in ids_and_macs}
+        new = AuditSeal(
+            seq=previous.seq + 1 if previous else 1,
+            first_id=first_id,
+            last_id=last_id,
+            count=len(ids_and_macs),
+            gaps=[i for i in range(first_id, last_id + 1) if i not in present],
+            digest=_digest(ids_and_macs),
+            last_at=last_at,
+            sealed_at=timezone.now(),
+            previous_mac=previous.mac if previous else "",
+        )
+        new.mac = audit.seal_mac(_canonical_seal(new))
+        new.save()
+        return new
+
+
+def _digest(ids_and_macs) -> str:
+    digest = hashlib.sha256()
+    for row_id, mac in ids_and_macs:
+        digest.update(f"{row_id}:{mac}\n".encode())
+    return digest.hexdigest()
+
+
+def _canonical_seal(seal: AuditSeal) -> str:
+    return json.dumps(
+        [
+            seal.seq,
+            seal.first_id,
+            seal.last_id,
+            seal.count,
+            seal.gaps,
+            seal.digest,
+            seal.last_at.isoformat(),
+            seal.previous_mac,
+        ],
+        separators=(",", ":"),
+    )
+
+
+def _purge_mac(seal: AuditSeal) -> str:
+    return audit.seal_mac(f"purged:{seal.seq}:{seal.mac}:{seal.purged_at.isoformat()}")
+
+
+# Verifying
+
+
+@dataclass(frozen=True)
+class Finding:
+    problem: str  # altered, inserted, copied, missing, seal_altered, seal_missing, ...
+    message: str
+    row_id: int | None = None
+    seal: int | None = None
+
+    def __str__(self):
+        return self.message
+
+
+def verify() -> list[Finding]:
+    """Every row and seal that is not as written; an empty list for an intact trail."""
+    seals = list(AuditSeal.objects.order_by("seq"))
+    findings = list(_check_seals(seals))
+    findings += list(_check_rows(seals))
+    return findings
+
+
+def _check_seals(seals: list[AuditSeal]) -> Iterator[Finding]:
+    previous = None
+    for seal in seals:
+        expected_seq = previous.seq + 1 if previous else 1
+        if seal.seq != expected_seq:
+            yield Finding(
+                "seal_missing",
+                f"seals {expected_seq}-{seal.seq - 1} are missing",
+                seal=expected_seq,
+            )
+        if seal.mac != audit.seal_mac(_canonical_seal(seal)):
+            yield Finding("seal_altered", f"seal {seal.seq} was altered", seal=seal.seq)
+        if seal.previous_mac != (previous.mac if previous else ""):
+            yield Finding(
+                "seal_chain",
+                f"seal {seal.seq} does not follow seal {seal.seq - 1}",
+                seal=seal.seq,
+            )
+        if previous is not None and seal.first_id != previous.last_id + 1:
+            yield Finding(
+                "seal_chain",
+                f"seal {seal.seq} starts at row {seal.first_id}, after row {previous.last_id}",
+                seal=seal.seq,
+            )
+        if seal.purged_at is not None and seal.purge_mac != _purge_mac(seal):
+            yield Finding(
+                "seal_altered", f"seal {seal.seq} is marked purged falsely", seal=seal.seq
+            )
+        previous = seal
+
+
+def _check_rows(seals: list[AuditSeal]) -> Iterator[Finding]:
+    seen_uids: dict[str, int] = {}
+    seal_index = 0
+    sealed_rows: list[tuple[int, str]] = []  # the current seal's rows, as found
+    first_sealed = seals[0].first_id if seals else None
+    rows = AuditEvent.objects.order_by("id").values_list(*ROW_FIELDS)
+    for values in rows.iterator(chunk_size=2000):
+        row = AuditEvent(**dict(zip(ROW_FIELDS, values, strict=True)))
+        # Close the seals that end before this row.
+        while seal_index < len(seals) and row.id > seals[seal_index].last_id:
+            yield from _check_sealed_range(seals[seal_index], sealed_rows)
+            seal_index, sealed_rows = seal_index + 1, []
+        yield from _check_row(row, seen_uids)
+        if first_sealed is not None and row.id < first_sealed:
+            yield Finding(
+                "inserted", f"row {row.id} lies before the first seal", row_id=row.id, seal=1
+            )
+        elif seal_index < len(seals):
+            sealed_rows.append((row.id, row.mac))
+    for seal in seals[seal_index:]:
+        yield from _check_sealed_range(seal, sealed_rows)
+        sealed_rows = []
+
+
+def _check_row(row: AuditEvent, seen_uids: dict[str, int]) -> Iterator[Finding]:
+    if not row.mac or row.mac != audit.row_mac(row):
+        yield Finding("altered", f"row {row.id} was altered or forged", row_id=row.id)
+    if row.uid in seen_uids:
+        yield Finding(
+            "copied", f"row {row.id} is a copy of row {seen_uids[row.uid]}", row_id=row.id
+        )
+    else:
+        seen_uids[row.uid] = row.id
+
+
+def _check_sealed_range(seal: AuditSeal, rows: list[tuple[int, str]]) -> Iterator[Finding]:
+    if seal.purged_at is not None:
+        return  # purged on purpose; rows still there are the purge's unfinished business
+    expected = set(range(seal.first_id, seal.last_id + 1)) - set(seal.gaps)
+    present = {row_id for row_id, _ in rows}
+    for row_id in sorted(expected - present):
+        yield Finding("missing", f"row {row_id} is missing", row_id=row_id, seal=seal.seq)
+    for row_id in sorted(present - expected):
+        yield Finding(
+            "inserted",
+            f"row {row_id} was inserted after seal {seal.seq}",
+            row_id=row_id,
+            seal=seal.seq,
+        )
+    if expected == present and _digest(rows) != seal.digest:
+        yield Finding(
+            "replaced",
+            f"rows {seal.first_id}-{seal.last_id} differ from what seal {seal.seq} holds",
+            seal=seal.seq,
+        )
+
+
+# Retention
+
+
+def purge(before: datetime) -> tuple[int, int]:
+    """Delete the sealed ranges whose newest row is older than ``before``. Returns (seals,
+    rows) purged. Rows not yet sealed are sealed first; an unsealed range is never purged."""
+    seal()
+    seals_purged = rows_purged = 0
+    candidates = AuditSeal.objects.filter(purged_at__isnull=True, last_at__lt=before)
+    for chosen in candidates.order_by("seq"):
+        with transaction.atomic():
+            rows = AuditEvent.objects.filter(id__range=(chosen.first_id, chosen.last_id))
+            rows_purged += rows._raw_delete(rows.db)  # no per-row delete(): append-only model
+            chosen.purged_at = timezone.now()
+            chosen.purge_mac = _purge_mac(chosen)
+            chosen.save(update_fields=["purged_at", "purge_mac"])
+        seals_purged += 1
+    return seals_purged, rows_purged
+
+
+def retention_cutoff(now: datetime | None = None, days: int | None = None) -> datetime:
+    days = settings.AUDIT_RETENTION_DAYS if days is None else days
+    return (now or timezone.now()) - timedelta(days=days)
+
+
+# Export
+
+
+def selection(since=None, until=None, professional: str = "", mailbox: str = ""):
+    """The rows of a period, of a professional (as actor or target) or of a mailbox."""
+    rows = AuditEvent.objects.order_by("id")
+    if since:
+        rows = rows.filter(at__gte=since)
+    if until:
+        rows = rows.filter(at__lt=until)
+    if professional:
+        rows = rows.filter(Q(actor=professional) | Q(target=professional))
+    if mailbox:
+        rows = rows.filter(target=mailbox.strip().lower())
+    return rows

@@ -1,0 +1,156 @@
+"""What the operator's helpdesk sees of a professional and may do for them (DESIGN §8).
+
+No seed, code or password is ever read here: a device is shown by its state, a session by
+its address and dates. Each action is audited with the staff member's identity and reason,
+and the professional is told by email.
+"""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from enrolment import audit, notify, throttle
+from enrolment.models import AuditEvent, Device, MailSession, Professional
+
+SEARCH_LIMIT = 50
+
+
+def search(query: str):
+    """Professionals by national id (exact), name or mailbox address (contains)."""
+    query = " ".join(query.split())[:254]
+    if len(query) < 2:
+        return Professional.objects.none()
+    matches = Q(national_id=query) | Q(mailboxes__address__icontains=query)
+    for word in query.split():
+        matches |= Q(family_name__icontains=word) | Q(given_name__icontains=word)
+    return (
+        Professional.objects.filter(matches)
+        .distinct()
+        .prefetch_related("mailboxes")
+        .order_by("family_name", "given_name")[:SEARCH_LIMIT]
+    )
+
+
+@dataclass(frozen=True)
+class Overview:
+    professional: Professional
+    mailboxes: list
+    device: Device | None
+    pending: Device | None
+    backoff_seconds: int
+    failures: int
+    sessions: list
+    logins: list  # the audit's latest mail logins
+    history: list  # the audit's latest helpdesk actions on this professional
+
+
+def overview(professional: Professional) -> Overview:
+    user = professional.user
+    devices = Device.objects.filter(user=user) if user else Device.objects.none()
+    device = devices.filter(confirmed=True).first()
+    now = timezone.now()
+    sessions = MailSession.objects.filter(
+        professional=professional, revoked_at__isnull=True, expires_at__gt=now
+    ).select_related("mailbox")
+    nid = professional.national_id
+    return Overview(
+        professional=professional,
+        mailboxes=list(professional.mailboxes.order_by("address")),
+        device=device,
+        pending=devices.filter(confirmed=False, pending_until__gt=now).first(),
+        backoff_seconds=throttle.professional_retry_after(device) if device else 0,
+        failures=device.throttling_failure_count if device else 0,
+        sessions=list(sessions.order_by("-last_seen_at")),
+        logins=list(AuditEvent.objects.filter(action="mail.login", actor=nid).order_by("-id")[:10]),
+        history=list(
+            AuditEvent.objects.filter(action__startswith="helpdesk.", target=nid).order_by("-id")[
+                :10
+            ]
+        ),
+    )
+
+
+# Actions. Each returns a short summary for the audit's details.
+
+
+def reset_device(professional: Professional) -> dict:
+    """The phone is lost: its device goes, with its mail sessions (models.py), and enrolling
+    a new one needs a PSC login after now."""
+    removed = 0
+    if professional.user:
+        removed, _ = Device.objects.filter(user=professional.user).delete()
+    professional.access_reset_at = timezone.now()
+    professional.save(update_fields=["access_reset_at"])
+    return {"devices_removed": removed}
+
+
+def clear_backoff(professional: Professional) -> dict:
+    devices = Device.objects.filter(user=professional.user, confirmed=True)
+    for device in devices:
+        throttle.clear_professional_backoff(device)
+    return {"devices": len(devices)}
+
+
+def end_sessions(professional: Professional) -> dict:
+    return {"sessions_ended": professional.end_mail_sessions("ended_by_helpdesk")}
+
+
+@dataclass(frozen=True)
+class Action:
+    slug: str
+    title: str
+    explanation: str
+    perform: object
+    email: str  # templates/email/<email>.txt
+
+
+ACTIONS = {
+    action.slug: action
+    for action in [
+        Action(
+            "reset-device",
+            _("Reset the device"),
+            _(
+                "The professional's phone stops working at once for mail, with every mail "
+                "session. They enrol a new phone after logging in again with Pro Santé Connect."
+            ),
+            reset_device,
+            "helpdesk_reset_device",
+        ),
+        Action(
+            "clear-backoff",
+            _("Clear the back-off"),
+            _("Wrong codes slowed this professional's logins down; they may try again now."),
+            clear_backoff,
+            "helpdesk_clear_backoff",
+        ),
+        Action(
+            "end-sessions",
+            _("End all mail sessions"),
+            _(
+                "Every mail client of this professional must log in again with the password "
+                "and a new code."
+            ),
+            end_sessions,
+            "helpdesk_end_sessions",
+        ),
+    ]
+}
+
+
+def perform(request, action: Action, professional: Professional, reason: str) -> dict:
+    """Do it, audit it with who and why, and tell the professional once it is committed."""
+    with transaction.atomic():
+        summary = action.perform(professional)
+        audit.record(
+            request,
+            f"helpdesk.{action.slug}",
+            outcome="ok",
+            target=professional.national_id,
+            details={"reason": reason, **summary},
+        )
+        transaction.on_commit(lambda: notify.notify(professional, action.email))
+    return summary

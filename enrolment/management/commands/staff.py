@@ -1,0 +1,130 @@
+"""Staff accounts and their roles (Django groups ``helpdesk`` and ``auditor``).
+
+Example usage::
+
+    manage.py staff create alice --role helpdesk    # asks for the password twice
+    printf '%s' "$PASSWORD" | manage.py staff create bob --role auditor --password-stdin
+    manage.py staff grant alice auditor
+    manage.py staff revoke alice helpdesk
+    manage.py staff reset-phone alice               # a lost phone: enrols again at next login
+    manage.py staff disable alice
+    manage.py staff list
+
+Every change is in the audit trail, as done by the system account of this command.
+"""
+
+import getpass
+import sys
+
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from enrolment import audit
+from enrolment.models import AuditEvent, Device
+from portal.staff import ROLES
+
+
+class Command(BaseCommand):
+    help = "Create staff accounts, grant and revoke their roles, reset a lost phone."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="a new staff account")
+        create.add_argument("username")
+        create.add_argument("--role", action="append", choices=ROLES, required=True)
+        create.add_argument("--email", default="")
+        create.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+        for name, text in (("grant", "give a role"), ("revoke", "take a role away")):
+            command = sub.add_parser(name, help=text)
+            command.add_argument("username")
+            command.add_argument("role", choices=ROLES)
+        sub.add_parser("reset-phone", help="remove the staff phone").add_argument("username")
+        sub.add_parser("disable", help="no more login").add_argument("username")
+        sub.add_parser("list", help="staff accounts and their roles")
+
+    def handle(self, *args, action, **options):
+        getattr(self, f"handle_{action.replace('-', '_')}")(**options)
+
+    def handle_create(self, username, role, email, password_stdin, **options):
+        users = get_user_model()
+        if users.objects.filter(username=username).exists():
+            raise CommandError(f"a user named {username!r} exists already")
+        user = users(username=username, email=email)
+        password = self._read_password(user, password_stdin)
+        with transaction.atomic():
+            user.set_password(password)
+            user.save()
+            for name in role:
+                user.groups.add(_group(name))
+            self._audit("staff.create", username, {"roles": sorted(role)})
+        self.stdout.write(
+            f"Staff account {username!r} created ({', '.join(role)}). At the first login it "
+            "enrols a phone for its codes."
+        )
+
+    def handle_grant(self, username, role, **options):
+        _staff(username).groups.add(_group(role))
+        self._audit("staff.grant", username, {"role": role})
+        self.stdout.write(f"{username}: {role} granted.")
+
+    def handle_revoke(self, username, role, **options):
+        _staff(username).groups.remove(_group(role))
+        self._audit("staff.revoke", username, {"role": role})
+        self.stdout.write(f"{username}: {role} revoked.")
+
+    def handle_reset_phone(self, username, **options):
+        removed, _ = Device.objects.filter(user=_staff(username)).delete()
+        self._audit("staff.reset_phone", username, {"devices_removed": removed})
+        self.stdout.write(f"{username}: phone removed; the next login enrols a new one.")
+
+    def handle_disable(self, username, **options):
+        user = _staff(username)
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        self._audit("staff.disable", username, {})
+        self.stdout.write(f"{username}: disabled.")
+
+    def handle_list(self, **options):
+        users = get_user_model().objects.filter(professional__isnull=True).order_by("username")
+        for user in users.prefetch_related("groups"):
+            roles = ",".join(sorted(g.name for g in user.groups.all() if g.name in ROLES))
+            phone = "phone" if Device.objects.filter(user=user, confirmed=True).exists() else "-"
+            state = "active" if user.is_active else "disabled"
+            self.stdout.write(f"{user.username}\t{roles or '-'}\t{phone}\t{state}")
+
+    def _read_password(self, user, from_stdin: bool) -> str:
+        if from_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("Password: ")
+            if password != getpass.getpass("Password (again): "):
+                raise CommandError("the two passwords differ")
+        try:
+            password_validation.validate_password(password, user)
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from error
+        return password
+
+    def _audit(self, action: str, username: str, details: dict):
+        audit.write(
+            actor_kind=AuditEvent.ActorKind.SYSTEM,
+            actor="manage.py staff",
+            action=action,
+            target=username,
+            outcome="ok",
+            details=details,
+        )
+
+
+def _group(name: str) -> Group:
+    return Group.objects.get_or_create(name=name)[0]
+
+
+def _staff(username: str):
+    user = get_user_model().objects.filter(username=username, professional__isnull=True).first()
+    if user is None:
+        raise CommandError(f"no staff account named {username!r}")
+    return user

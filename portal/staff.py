@@ -1,0 +1,206 @@
+"""Staff login: a Django account's password, then its own TOTP code (django-otp, on our
+encrypted Device), with enrolment of the phone on the first login. Roles are Django groups.
+
+A staff session is "verified" (django-otp's OTPMiddleware) only after the code; every staff
+page needs that and a role, and destructive actions also need a code typed within the last
+STAFF_RECENT_LOGIN_SECONDS.
+"""
+
+import time
+from functools import wraps
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth.views import LoginView
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django_otp import login as otp_login
+
+from enrolment import audit, enrolling, totp
+from enrolment.enrolling import Outcome
+from enrolment.forms import CodeForm
+from enrolment.models import Device
+
+HELPDESK = "helpdesk"  # find professionals, reset devices, clear back-offs, end sessions
+AUDITOR = "auditor"  # read and export the audit trail
+ROLES = (HELPDESK, AUDITOR)
+
+VERIFIED_AT = "staff_verified_at"
+
+
+def has_role(user, role: str) -> bool:
+    return (
+        user.is_authenticated
+        and user.is_active
+        and not hasattr(user, "professional")
+        and user.groups.filter(name=role).exists()
+    )
+
+
+def staff_required(*roles: str):
+    """A verified staff session holding one of ``roles``. Anyone else is sent to the staff
+    login (no page content), or refused (403) when logged in without the role."""
+
+    def decorator(view):
+        @wraps(view)
+        @never_cache
+        def wrapper(request, *args, **kwargs):
+            user = request.user
+            if not user.is_authenticated:
+                return _to("staff_login", request)
+            if not user.is_verified():
+                return _to("staff_code", request)
+            if not any(has_role(user, role) for role in roles):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def recent_code(view):
+    """For destructive actions: the staff member's code typed not long ago, else again."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        verified_at = request.session.get(VERIFIED_AT, 0)
+        if time.time() - verified_at > settings.STAFF_RECENT_LOGIN_SECONDS:
+            return _to("staff_code", request)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _to(name: str, request):
+    # After a POST, come back to the page (its GET), not to the form's target.
+    return redirect(f"{reverse(name)}?{urlencode({'next': request.get_full_path()})}")
+
+
+def _next_url(request, default: str = "helpdesk_search") -> str:
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return reverse(default)
+
+
+class StaffLoginView(LoginView):
+    """Step 1: username and password (ModelBackend). Then the code, on its own page."""
+
+    template_name = "staff/login.html"
+    redirect_authenticated_user = False
+
+    def form_valid(self, form):
+        auth.login(self.request, form.get_user(), backend=settings.STAFF_AUTH_BACKEND)
+        audit.record(self.request, "staff.password", outcome="ok")
+        return redirect(f"{reverse('staff_code')}?{urlencode({'next': self.get_redirect_url()})}")
+
+    def form_invalid(self, form):
+        username = form.data.get("username", "")[:150]
+        audit.write(
+            actor_kind="staff",
+            actor=username,
+            action="staff.password",
+            outcome="reject",
+            client_ip=self.request.META.get("REMOTE_ADDR"),
+        )
+        return super().form_invalid(form)
+
+
+staff_login = sensitive_post_parameters("password")(never_cache(StaffLoginView.as_view()))
+
+
+def _password_step_done(view):
+    """Logged in with the password (the code may be pending); not a professional's session."""
+
+    @wraps(view)
+    @never_cache
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return _to("staff_login", request)
+        if hasattr(request.user, "professional"):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@_password_step_done
+def staff_code(request):
+    """Step 2: the code from the staff member's own phone, or its enrolment the first time."""
+    device = Device.objects.filter(user=request.user, confirmed=True).first()
+    if device is None:
+        return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        allowed, _info = device.verify_is_allowed()
+        if allowed and device.verify_token(form.cleaned_data["code"]):
+            device.throttle_reset()
+            return _verified(request, device, "staff.code")
+        if allowed:
+            device.throttle_increment()
+        audit.record(request, "staff.code", outcome="reject")
+        form.add_error(
+            "code",
+            _(
+                "This code is not right, or it was already used. Wait for "
+                "the next one and try again."
+            ),
+        )
+    return render(request, "staff/code.html", {"form": form, "next": _next_url(request)})
+
+
+@_password_step_done
+def staff_enrol(request):
+    """First login: a phone for this staff account, confirmed by its first code."""
+    if Device.objects.filter(user=request.user, confirmed=True).exists():
+        return redirect(f"{reverse('staff_code')}?{urlencode({'next': _next_url(request)})}")
+    device = enrolling.pending_device(request.user) or enrolling.start_enrolment(request.user)
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        result = enrolling.confirm_enrolment(device, form.cleaned_data["code"])
+        if result.outcome is Outcome.CONFIRMED:
+            device.refresh_from_db()
+            return _verified(request, device, "staff.enrolment")
+        audit.record(request, "staff.enrolment", outcome=result.outcome.value)
+        form.add_error(
+            "code",
+            _(
+                "This code is not right. Check the phone's time and type "
+                "the code FreeOTP shows now."
+            ),
+        )
+        if result.outcome is Outcome.EXPIRED:
+            device = enrolling.start_enrolment(request.user)
+    seed = device.seed()
+    uri = enrolling.otpauth_uri(device, f"staff {request.user.get_username()}", seed)
+    ctx = {
+        "form": form,
+        "next": _next_url(request),
+        "qr_svg": enrolling.qr_svg(uri),
+        "otpauth_uri": uri,
+        "secret_text": enrolling.grouped(totp.base32_secret(seed)),
+    }
+    return render(request, "staff/enrol.html", ctx)
+
+
+def _verified(request, device: Device, action: str):
+    otp_login(request, device)
+    request.session[VERIFIED_AT] = int(time.time())
+    audit.record(request, action, outcome="ok")
+    return redirect(_next_url(request))
+
+
+@never_cache
+def staff_logout(request):
+    if request.method == "POST":
+        auth.logout(request)
+    return redirect("staff_login")
