@@ -130,12 +130,45 @@ class Finding:
         return self.message
 
 
-def verify() -> list[Finding]:
-    """Every row and seal that is not as written; an empty list for an intact trail."""
+def verify(anchor: tuple[int, str] | None = None, now: datetime | None = None) -> list[Finding]:
+    """Every row and seal that is not as written; an empty list for an intact trail.
+
+    The newest seals and rows, deleted together, leave a shorter chain that is intact: the
+    ``anchor`` (a seal's number and MAC, as ``seal_audit`` printed them to a log kept
+    elsewhere) must then still be in the chain. Rows left unsealed for longer than
+    AUDIT_SEAL_MAX_LAG_SECONDS are reported too: their seal was removed, or the sealer
+    does not run."""
     seals = list(AuditSeal.objects.order_by("seq"))
     findings = list(_check_seals(seals))
     findings += list(_check_rows(seals))
+    findings += list(_check_anchor(seals, anchor))
+    findings += list(_check_lag(seals, now or timezone.now()))
     return findings
+
+
+def _check_anchor(seals: list[AuditSeal], anchor) -> Iterator[Finding]:
+    if anchor is None:
+        return
+    seq, mac = anchor
+    if not any(seal.seq == seq and seal.mac == mac for seal in seals):
+        yield Finding(
+            "seal_missing", f"seal {seq} (the anchor given) is not in the chain", seal=seq
+        )
+
+
+def _check_lag(seals: list[AuditSeal], now: datetime) -> Iterator[Finding]:
+    sealed_to = seals[-1].last_id if seals else 0
+    limit = now - timedelta(seconds=settings.AUDIT_SEAL_MAX_LAG_SECONDS)
+    late = AuditEvent.objects.filter(id__gt=sealed_to, at__lt=limit)
+    bounds = late.aggregate(first=Min("id"), last=Max("id"))
+    if bounds["first"] is not None:
+        yield Finding(
+            "unsealed",
+            f"rows {bounds['first']}-{bounds['last']} are older than "
+            f"{settings.AUDIT_SEAL_MAX_LAG_SECONDS} s and not sealed: a seal was removed, "
+            "or seal_audit does not run",
+            row_id=bounds["first"],
+        )
 
 
 def _check_seals(seals: list[AuditSeal]) -> Iterator[Finding]:

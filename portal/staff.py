@@ -54,6 +54,8 @@ def staff_required(*roles: str):
             user = request.user
             if not user.is_authenticated:
                 return _to("staff_login", request)
+            if hasattr(user, "professional"):
+                raise PermissionDenied  # a professional's PSC session is never staff
             if not user.is_verified():
                 return _to("staff_code", request)
             if not any(has_role(user, role) for role in roles):

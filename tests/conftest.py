@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 from enrolment import seeds
 from enrolment.models import Device
 from tests.mail_fixtures import claire, nginx_secret, nurses  # noqa: F401  (fixtures)
+from tests.mail_stack import mail, mail_stack  # noqa: F401  (fixtures)
+from tests.staff_fixtures import auditor_client, helpdesk_client, make_staff  # noqa: F401
 
 # Playwright's sync API runs an event loop in the test's thread; the ORM calls the tests make
 # beside it are synchronous and safe there.

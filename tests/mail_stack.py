@@ -4,17 +4,22 @@ backend, and submission with Dovecot SASL), and an SMTP sink that receives what 
 Every process is started on free loopback ports and stopped by its PID."""
 
 import contextlib
+import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import socketserver
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+
+import pytest
 
 from tests.psc_standin import free_port
 
@@ -225,3 +230,47 @@ class MailStack:
                 process.kill()
         if self.sink:
             self.sink.close()
+
+
+# Fixtures (imported by conftest.py): the stack for the session, wired to the portal per test.
+
+API_TOKEN = secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="session")
+def mail_stack(live_server):
+    from tests.mail_fixtures import NGINX_SECRET
+
+    missing = missing_packages()
+    if missing:
+        pytest.fail(
+            "the mail tests need Debian's nginx, libnginx-mod-mail, dovecot-core, "
+            f"dovecot-imapd, dovecot-auth-lua and postfix (missing: {missing})"
+        )
+    port = int(live_server.url.rsplit(":", 1)[1])
+    # Not under pytest's own temporary folder: its parents are private to root, and Dovecot
+    # and Postfix drop to their own users, which must reach their files.
+    run_dir = Path(tempfile.mkdtemp(prefix="mss-totp-mail-"))
+    stack = MailStack(run_dir, NGINX_SECRET, port)
+    try:
+        yield stack.start(API_TOKEN)
+    finally:
+        stack.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def mail(mail_stack, settings, transactional_db):
+    """The portal wired to the stack for one test (the database is emptied between tests)."""
+    from enrolment.models import ApiKey
+    from tests.mail_fixtures import NGINX_SECRET
+
+    settings.NGINX_AUTH_SECRET = NGINX_SECRET
+    settings.MAIL_BACKEND_IMAP = f"127.0.0.1:{mail_stack.ports['backend_imap']}"
+    settings.MAIL_BACKEND_SMTP = f"127.0.0.1:{mail_stack.ports['xclient']}"
+    settings.MAIL_BACKEND_TOKEN = BACKEND_TOKEN
+    ApiKey.objects.create(
+        name="dovecot-e2e", token_hash=hashlib.sha256(API_TOKEN.encode()).hexdigest()
+    )
+    mail_stack.sink.messages.clear()
+    return mail_stack

@@ -2,26 +2,13 @@
 (Dovecot and Postfix behind it), and against Dovecot with the Lua passdb and Postfix
 submission with Dovecot SASL. The verifier is the live test server."""
 
-import base64
-import hashlib
-import imaplib
-import secrets
-import shutil
-import smtplib
-import socket
-import tempfile
 import threading
-from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from enrolment.models import ApiKey, AuditEvent, MailSession
-from tests.mail_fixtures import NGINX_SECRET
-from tests.mail_stack import BACKEND_TOKEN, MailStack, missing_packages
-
-API_TOKEN = secrets.token_urlsafe(32)
+from enrolment.models import AuditEvent, MailSession
+from tests.mail_clients import imap_login, send_mail
 
 # The mail path runs against PostgreSQL, the production database. SQLite's in-memory test
 # database is shared between the live server's threads with table locks that do not wait,
@@ -29,82 +16,6 @@ API_TOKEN = secrets.token_urlsafe(32)
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="the mail path is tested on PostgreSQL"
 )
-
-
-@pytest.fixture(scope="session")
-def mail_stack(live_server):
-    missing = missing_packages()
-    if missing:
-        pytest.fail(
-            "the mail tests need Debian's nginx, libnginx-mod-mail, dovecot-core, "
-            f"dovecot-imapd, dovecot-auth-lua and postfix (missing: {missing})"
-        )
-    port = int(live_server.url.rsplit(":", 1)[1])
-    # Not under pytest's own temporary folder: its parents are private to root, and Dovecot
-    # and Postfix drop to their own users, which must reach their files.
-    run_dir = Path(tempfile.mkdtemp(prefix="mss-totp-mail-"))
-    stack = MailStack(run_dir, NGINX_SECRET, port)
-    try:
-        yield stack.start(API_TOKEN)
-    finally:
-        stack.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def mail(mail_stack, settings, transactional_db):
-    """The portal wired to the stack for one test (the database is emptied between tests)."""
-    settings.NGINX_AUTH_SECRET = NGINX_SECRET
-    settings.MAIL_BACKEND_IMAP = f"127.0.0.1:{mail_stack.ports['backend_imap']}"
-    settings.MAIL_BACKEND_SMTP = f"127.0.0.1:{mail_stack.ports['xclient']}"
-    settings.MAIL_BACKEND_TOKEN = BACKEND_TOKEN
-    ApiKey.objects.create(
-        name="dovecot-e2e", token_hash=hashlib.sha256(API_TOKEN.encode()).hexdigest()
-    )
-    mail_stack.sink.messages.clear()
-    return mail_stack
-
-
-class IMAP(imaplib.IMAP4):
-    """imaplib from a chosen loopback address: each address is another client network."""
-
-    def __init__(self, port, source="127.0.0.1"):
-        self._source = source
-        super().__init__("127.0.0.1", port, timeout=30)
-        self._encoding = "utf-8"  # passwords may hold non-ASCII letters
-
-    def _create_socket(self, timeout):
-        return socket.create_connection(
-            (self.host, self.port), timeout, source_address=(self._source, 0)
-        )
-
-
-def imap_login(port, user, secret, source="127.0.0.1") -> str:
-    """'ok' after LOGIN and SELECT INBOX, else the server's refusal text."""
-    client = IMAP(port, source)
-    try:
-        client.login(user, secret)
-        status, _ = client.select("INBOX")
-        assert status == "OK"
-        client.logout()
-        return "ok"
-    except imaplib.IMAP4.error as refused:
-        return str(refused)
-
-
-def send_mail(port, user, secret, to="confrere@autre.mssante.fr") -> str:
-    message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = user, to, "Compte rendu"
-    message.set_content("Bonjour, voici le compte rendu.")
-    # AUTH PLAIN by hand: smtplib's own auth() only sends ASCII, and passwords may hold "ü".
-    plain = base64.b64encode(f"\0{user}\0{secret}".encode()).decode()
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        client.ehlo("cabinet.example.test")
-        code, reply = client.docmd("AUTH", f"PLAIN {plain}")
-        if code != 235:
-            return f"{code} {reply.decode()}"
-        client.send_message(message)
-    return "sent"
 
 
 def wrong_code(user) -> str:

@@ -1,4 +1,5 @@
-"""Seal the audit trail's new rows (run it every minute, e.g. from a systemd timer)."""
+"""Seal the audit trail's new rows (run it every minute, e.g. from a systemd timer), and print
+the newest seal as an anchor for a log kept elsewhere."""
 
 from django.core.management.base import BaseCommand
 
@@ -10,10 +11,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         seals = audit_chain.seal()
-        if seals:
-            rows = sum(seal.count for seal in seals)
-            self.stdout.write(
-                f"sealed {rows} rows in {len(seals)} seal(s), up to seal {seals[-1].seq}"
-            )
-        else:
+        if not seals:
             self.stdout.write("nothing new to seal")
+            return
+        rows = sum(seal.count for seal in seals)
+        self.stdout.write(f"sealed {rows} rows in {len(seals)} seal(s)")
+        # The anchor, for a log kept off this database (the journal, a syslog server):
+        # verify_audit --anchor finds the newest seals and rows deleted together.
+        self.stdout.write(f"anchor {seals[-1].seq}:{seals[-1].mac}")

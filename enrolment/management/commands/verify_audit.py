@@ -12,8 +12,15 @@ from enrolment.models import AuditEvent, AuditSeal
 class Command(BaseCommand):
     help = "Verify the audit trail's MACs and seals; report every row or seal not as written."
 
-    def handle(self, *args, **options):
-        findings = audit_chain.verify()
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--anchor",
+            metavar="SEQ:MAC",
+            help="a seal that must be in the chain, as seal_audit printed it (kept elsewhere)",
+        )
+
+    def handle(self, *args, anchor=None, **options):
+        findings = audit_chain.verify(anchor=_anchor(anchor) if anchor else None)
         for finding in findings:
             self.stdout.write(f"{finding.problem}\t{finding}")
         if findings:
@@ -25,3 +32,10 @@ class Command(BaseCommand):
             f"audit trail intact: {AuditEvent.objects.count()} rows, "
             f"{AuditSeal.objects.count()} seals, {unsealed} rows not sealed yet"
         )
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, _, mac = text.partition(":")
+    if not seq.isdigit() or len(mac) != 64:
+        raise CommandError("--anchor takes SEQ:MAC, as seal_audit prints them")
+    return int(seq), mac

@@ -1,0 +1,50 @@
+"""The mail clients of the end-to-end tests: imaplib from a chosen loopback address, and
+smtplib with AUTH PLAIN written by hand (non-ASCII passwords)."""
+
+import base64
+import imaplib
+import smtplib
+import socket
+from email.message import EmailMessage
+
+
+class IMAP(imaplib.IMAP4):
+    """imaplib from a chosen loopback address: each address is another client network."""
+
+    def __init__(self, port, source="127.0.0.1"):
+        self._source = source
+        super().__init__("127.0.0.1", port, timeout=30)
+        self._encoding = "utf-8"  # passwords may hold non-ASCII letters
+
+    def _create_socket(self, timeout):
+        return socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self._source, 0)
+        )
+
+
+def imap_login(port, user, secret, source="127.0.0.1") -> str:
+    """'ok' after LOGIN and SELECT INBOX, else the server's refusal text."""
+    client = IMAP(port, source)
+    try:
+        client.login(user, secret)
+        status, _ = client.select("INBOX")
+        assert status == "OK"
+        client.logout()
+        return "ok"
+    except imaplib.IMAP4.error as refused:
+        return str(refused)
+
+
+def send_mail(port, user, secret, to="confrere@autre.mssante.fr") -> str:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = user, to, "Compte rendu"
+    message.set_content("Bonjour, voici le compte rendu.")
+    # AUTH PLAIN by hand: smtplib's own auth() only sends ASCII, and passwords may hold "ü".
+    plain = base64.b64encode(f"\0{user}\0{secret}".encode()).decode()
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("cabinet.example.test")
+        code, reply = client.docmd("AUTH", f"PLAIN {plain}")
+        if code != 235:
+            return f"{code} {reply.decode()}"
+        client.send_message(message)
+    return "sent"

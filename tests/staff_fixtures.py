@@ -1,0 +1,73 @@
+"""Staff members with a role and an enrolled phone, and a client logged in through the real
+staff login (password, then code)."""
+
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from enrolment import seeds, totp
+from enrolment.models import Device
+
+STAFF_PASSWORD = "Helpdesk-Passe-2026"
+
+
+@dataclass
+class StaffMember:
+    user: object
+    password: str = field(repr=False)
+    seed: bytes | None = field(repr=False)
+
+    def code(self, at: float | None = None) -> str:
+        return totp.totp(self.seed, time.time() if at is None else at)
+
+
+@pytest.fixture
+def make_staff(db, django_user_model):
+    def make(username, *roles, enrolled=True, superuser=False):
+        user = django_user_model.objects.create_user(
+            username, email=f"{username}@operateur.example", password=STAFF_PASSWORD
+        )
+        if superuser:
+            user.is_superuser = user.is_staff = True
+            user.save()
+        for role in roles:
+            user.groups.add(Group.objects.get_or_create(name=role)[0])
+        seed = None
+        if enrolled:
+            seed = seeds.new_seed()
+            device = Device(user=user, name="FreeOTP", confirmed=True, confirmed_at=timezone.now())
+            device.set_seed(seed)
+            device.save()
+        return StaffMember(user, STAFF_PASSWORD, seed)
+
+    return make
+
+
+def log_in(client, member: StaffMember, at: float | None = None):
+    """Password, then the code: the staff login as a browser goes through it."""
+    response = client.post(
+        "/staff/login/", {"username": member.user.username, "password": member.password}
+    )
+    assert response.status_code == 302, response.content[:500]
+    response = client.post(response["Location"], {"code": member.code(at)})
+    assert response.status_code == 302, response.content[:500]
+    return client
+
+
+@pytest.fixture
+def helpdesk_client(client, make_staff):
+    member = make_staff("alice", "helpdesk")
+    log_in(client, member)
+    client.member = member
+    return client
+
+
+@pytest.fixture
+def auditor_client(client, make_staff):
+    member = make_staff("bruno", "auditor")
+    log_in(client, member)
+    client.member = member
+    return client

@@ -1,0 +1,177 @@
+"""Staff login (password, then the staff member's own code), first-login enrolment, roles on
+every staff page, the recent-code rule, and the admin behind it all."""
+
+import base64
+import re
+import time
+
+import pytest
+from django.test import Client
+
+from enrolment import totp
+from enrolment.models import AuditEvent, Device
+from portal.staff import VERIFIED_AT
+from tests.staff_fixtures import STAFF_PASSWORD, log_in
+
+pytestmark = pytest.mark.django_db
+
+
+def staff_pages(national_id):
+    """Every staff page, and the roles that may see it."""
+    return {
+        "/helpdesk/?q=Martin": {"helpdesk"},
+        f"/helpdesk/professionals/{national_id}/": {"helpdesk"},
+        f"/helpdesk/professionals/{national_id}/reset-device/": {"helpdesk"},
+        f"/helpdesk/professionals/{national_id}/clear-backoff/": {"helpdesk"},
+        f"/helpdesk/professionals/{national_id}/end-sessions/": {"helpdesk"},
+        "/helpdesk/summary/": {"helpdesk", "auditor"},
+        "/audit/": {"auditor"},
+        "/audit/export.csv": {"auditor"},
+        "/audit/export.json": {"auditor"},
+    }
+
+
+def test_password_alone_opens_no_staff_page(client, make_staff, professional):
+    alice = make_staff("alice", "helpdesk")
+    response = client.post(
+        "/staff/login/", {"username": "alice", "password": alice.password, "next": "/helpdesk/"}
+    )
+    assert response.status_code == 302 and response["Location"].startswith("/staff/code/")
+    page = client.get("/helpdesk/?q=Martin")
+    assert page.status_code == 302 and page["Location"].startswith("/staff/code/")
+    assert b"Martin" not in page.content
+
+
+def test_a_code_verifies_the_login_once(client, make_staff, professional):
+    alice = make_staff("alice", "helpdesk")
+    code = alice.code()
+    client.post("/staff/login/", {"username": "alice", "password": alice.password})
+    response = client.post("/staff/code/?next=/helpdesk/", {"code": code})
+    assert response.status_code == 302 and response["Location"] == "/helpdesk/"
+    assert "Martin" in client.get("/helpdesk/?q=Martin").content.decode()
+
+    # The same code again, from another browser with the right password: refused.
+    other = Client()
+    other.post("/staff/login/", {"username": "alice", "password": alice.password})
+    refused = other.post("/staff/code/", {"code": code})
+    assert refused.status_code == 200
+    assert "not right" in refused.content.decode()
+    assert other.get("/helpdesk/").status_code == 302
+    outcomes = AuditEvent.objects.filter(action="staff.code", actor="alice")
+    assert sorted(outcomes.values_list("outcome", flat=True)) == ["ok", "reject"]
+
+
+def test_a_wrong_password_is_refused_and_audited(client, make_staff):
+    make_staff("alice", "helpdesk")
+    response = client.post("/staff/login/", {"username": "alice", "password": "nope-nope"})
+    assert response.status_code == 200
+    assert AuditEvent.objects.get(action="staff.password").outcome == "reject"
+    assert STAFF_PASSWORD not in response.content.decode()
+
+
+def test_first_login_enrols_the_staff_phone(client, make_staff):
+    make_staff("chloe", "auditor", enrolled=False)
+    client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+    page = client.get("/staff/code/?next=/audit/", follow=True)
+    assert page.redirect_chain[-1][0].startswith("/staff/enrol/")
+    html = page.content.decode()
+    assert "<svg" in html and "otpauth://totp/" in html
+    secret = re.search(r'<code class="secret" id="secret">([A-Z2-7 ]+)</code>', html)[1]
+    seed = base64.b32decode(secret.replace(" ", "") + "=" * (-len(secret.replace(" ", "")) % 8))
+
+    response = client.post("/staff/enrol/?next=/audit/", {"code": totp.totp(seed, time.time())})
+    assert response.status_code == 302 and response["Location"] == "/audit/"
+    assert client.get("/audit/").status_code == 200
+    assert Device.objects.get(user__username="chloe").confirmed
+    # Enrolled: the page with the key is gone for good.
+    assert client.get("/staff/enrol/")["Location"].startswith("/staff/code/")
+
+
+@pytest.mark.parametrize("role", ["helpdesk", "auditor"])
+def test_each_role_sees_its_pages_and_only_those(make_staff, professional, role):
+    browser = log_in(Client(), make_staff(f"staff-{role}", role))
+    for url, allowed in staff_pages(professional.national_id).items():
+        status = browser.get(url).status_code
+        assert status == (200 if role in allowed else 403), (url, status)
+
+
+def test_staff_without_a_role_and_professionals_see_nothing(
+    make_staff, professional, professional_client
+):
+    no_role = log_in(Client(), make_staff("dora"))
+    for url in staff_pages(professional.national_id):
+        assert no_role.get(url).status_code == 403, url
+        answer = professional_client.get(url)
+        assert answer.status_code == 403, url
+        assert b"Martin" not in answer.content
+
+
+def test_anonymous_visitors_are_sent_to_the_staff_login(client, professional):
+    for url in staff_pages(professional.national_id):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/staff/login/"), url
+        assert b"Martin" not in response.content
+
+
+def test_an_auditor_cannot_reset_a_device(make_staff, professional, make_device):
+    device = make_device(professional.user)
+    auditor = log_in(Client(), make_staff("bruno", "auditor"))
+    url = f"/helpdesk/professionals/{professional.national_id}/reset-device/"
+    response = auditor.post(url, {"reason": "ticket 42, phone lost", "confirmed": "yes"})
+    assert response.status_code == 403
+    assert Device.objects.filter(pk=device.pk).exists()
+
+
+def test_a_helpdesk_member_cannot_export(helpdesk_client):
+    assert helpdesk_client.get("/audit/export.csv").status_code == 403
+    assert not AuditEvent.objects.filter(action="audit.export").exists()
+
+
+def test_destructive_actions_need_a_recent_code(helpdesk_client, professional):
+    url = f"/helpdesk/professionals/{professional.national_id}/reset-device/"
+    assert helpdesk_client.get(url).status_code == 200
+    session = helpdesk_client.session
+    session[VERIFIED_AT] = int(time.time()) - 3600
+    session.save()
+    response = helpdesk_client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/staff/code/")
+    # Reading is still allowed: only actions ask for the code again.
+    assert (
+        helpdesk_client.get(f"/helpdesk/professionals/{professional.national_id}/").status_code
+        == 200
+    )
+    member = helpdesk_client.member
+    again = helpdesk_client.post(response["Location"], {"code": member.code(time.time() + 30)})
+    assert again["Location"] == url
+    assert helpdesk_client.get(url).status_code == 200
+
+
+def test_the_admin_is_for_verified_superusers_and_hides_secrets(
+    make_staff, professional, make_device
+):
+    professional.set_mail_password("Mot-de-passe-Mail-2026")
+    device = make_device(professional.user)
+    root = make_staff("root", superuser=True)
+    unverified = Client()
+    unverified.post("/staff/login/", {"username": "root", "password": root.password})
+    helpdesk = log_in(Client(), make_staff("alice", "helpdesk"))
+    for refused in (unverified, helpdesk):
+        landed = refused.get("/admin/enrolment/device/", follow=True)
+        assert landed.redirect_chain[-1][0].startswith("/staff/login/")
+        assert str(device.uuid) not in landed.content.decode()
+
+    admin = log_in(Client(), root)
+    assert admin.get("/admin/").status_code == 200
+    pages = [
+        f"/admin/enrolment/device/{device.pk}/change/",
+        f"/admin/enrolment/professional/{professional.pk}/change/",
+        "/admin/enrolment/mailsession/",
+    ]
+    professional.refresh_from_db()
+    for url in pages:
+        html = admin.get(url).content.decode()
+        assert admin.get(url).status_code == 200, url
+        assert "ciphertext" not in html and "nonce" not in html
+        assert professional.mail_password not in html
+        assert "argon2" not in html
