@@ -36,7 +36,7 @@ def test_search_by_national_id_name_or_mailbox(helpdesk_client, claire_by_mail, 
 def test_a_search_that_matches_nobody_says_so(helpdesk_client, claire_by_mail):
     html = helpdesk_client.get("/helpdesk/", {"q": "Dupont"}).content.decode()
     assert page_of(claire_by_mail) not in html
-    assert "Nobody matches" in html
+    assert "Personne ne correspond" in html
 
 
 def test_the_professional_page_shows_state_and_no_secret(helpdesk_client, claire_by_mail):
@@ -44,7 +44,7 @@ def test_the_professional_page_shows_state_and_no_secret(helpdesk_client, claire
     assert verifier.verify(claire.mailbox, claire.secret(), "192.0.2.7", "imap").ok
     html = helpdesk_client.get(page_of(claire)).content.decode()
     assert "claire.martin@demo.mssante.fr" in html
-    assert "Enrolled on" in html
+    assert "Enrôlé le" in html
     assert "192.0.2.7/32" in html  # the open mail session
     assert "new_login" in html  # the last login, from the audit trail
     device = Device.objects.get(pk=claire.device.pk)
@@ -62,7 +62,7 @@ def test_the_professional_page_shows_state_and_no_secret(helpdesk_client, claire
 def reset(client, user, reason="Appel du 1er décembre : téléphone perdu, ticket 4521"):
     url = page_of(user) + "reset-device/"
     form = client.get(url)
-    assert form.status_code == 200 and "Reason" in form.content.decode()
+    assert form.status_code == 200 and "Motif" in form.content.decode()
     second = client.post(url, {"reason": reason})
     assert second.status_code == 200
     assert reason in second.content.decode()  # restated on the confirmation screen
@@ -89,7 +89,7 @@ def test_reset_device_asks_why_confirms_then_stops_the_phone(helpdesk_client, cl
     assert [m.to for m in mail.outbox] == [["claire.martin@demo.mssante.fr"]]
     assert "réinitialisé" in mail.outbox[0].subject
     page = helpdesk_client.get(page_of(claire)).content.decode()
-    assert "No phone enrolled" in page and "ticket 4521" in page
+    assert "Aucun téléphone enrôlé" in page and "ticket 4521" in page
 
 
 def test_a_reset_needs_a_new_psc_login_before_enrolling_again(
@@ -124,7 +124,9 @@ def test_clear_backoff_lets_the_professional_in_at_once(helpdesk_client, claire_
         verifier.verify(claire.mailbox, claire.password + wrong, "192.0.2.7", "imap")
     slowed = verifier.verify(claire.mailbox, claire.secret(), "192.0.2.7", "imap")
     assert slowed.reason == "professional_throttled"
-    assert "Slowed down" in helpdesk_client.get(page_of(claire)).content.decode()
+    assert (
+        "Ralenti après des codes erronés" in helpdesk_client.get(page_of(claire)).content.decode()
+    )
 
     url = page_of(claire) + "clear-backoff/"
     reason = "Appel : codes tapés de travers, vérifié par rappel"

@@ -55,7 +55,7 @@ def test_a_code_verifies_the_login_once(client, make_staff, professional):
     other.post("/staff/login/", {"username": "alice", "password": alice.password})
     refused = other.post("/staff/code/", {"code": code})
     assert refused.status_code == 200
-    assert "not right" in refused.content.decode()
+    assert "pas le bon" in refused.content.decode()  # French first
     assert other.get("/helpdesk/").status_code == 302
     outcomes = AuditEvent.objects.filter(action="staff.code", actor="alice")
     assert sorted(outcomes.values_list("outcome", flat=True)) == ["ok", "reject"]
