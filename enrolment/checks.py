@@ -62,6 +62,15 @@ def check_deployment(app_configs=None, **kwargs):
                 id="enrolment.W001",
             )
         )
+    if settings.AUDIT_MAC_KEY == settings.SECRET_KEY:
+        errors.append(
+            checks.Warning(
+                "AUDIT_MAC_KEY is not set: the audit trail's MACs use SECRET_KEY.",
+                hint="Give the trail its own key (AUDIT_MAC_KEY or AUDIT_MAC_KEY_FILE), kept "
+                "out of the database's backups; rotating SECRET_KEY would then not break it.",
+                id="enrolment.W002",
+            )
+        )
     return errors
 
 

@@ -27,6 +27,7 @@ def run_manage(*args, **env_changes):
         PSC_CLIENT_SECRET="prod-secret",
         NGINX_AUTH_SECRET="nginx-" + os.urandom(16).hex(),
         MAIL_BACKEND_TOKEN="backend-" + os.urandom(16).hex(),
+        AUDIT_MAC_KEY="audit-" + os.urandom(32).hex(),
     )
     env.update(env_changes)
     env = {k: v for k, v in env.items() if v is not None}
@@ -124,3 +125,8 @@ def test_production_needs_a_psc_client_id():
 def test_models_and_migrations_agree():
     result = run_manage("makemigrations", "--check", "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_deploy_warns_when_the_audit_key_is_the_secret_key():
+    result = run_manage("check", "--deploy", AUDIT_MAC_KEY=None)
+    assert "enrolment.W002" in result.stderr + result.stdout

@@ -31,6 +31,10 @@ mkdir -p var
 [ -f "$SEED_KEYRING_FILE" ] || $PY manage.py seed_key new --file "$SEED_KEYRING_FILE"
 $PY manage.py migrate --verbosity 0
 $PY manage.py import_mailboxes deploy/demo/mailboxes.csv
+# A staff account for the helpdesk and audit pages; its first login enrols FreeOTP.
+DEMO_STAFF_PASSWORD=${DEMO_STAFF_PASSWORD:-Violon-Agrafe-Tulipe-7}
+$PY manage.py staff list | grep -q '^demo-helpdesk' || printf '%s\n' "$DEMO_STAFF_PASSWORD" |
+  $PY manage.py staff create demo-helpdesk --role helpdesk --role auditor --password-stdin >/dev/null
 
 pids=()
 stop() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -82,6 +86,8 @@ cat <<TXT
     Sofia Benali   899700000002  nurse, shares accueil@clinique-demo.mssante.fr
     Luc Moreau     899700000003  nurse, shares accueil@clinique-demo.mssante.fr
     Paul Inconnu   899700000099  known to PSC, unknown to this operator (refused)
+  Staff: ${SITE}/staff/login/ as demo-helpdesk, password ${DEMO_STAFF_PASSWORD} (the demo's
+  own, from DEMO_STAFF_PASSWORD); the first login enrols FreeOTP for the staff code.
   Logs: var/demo-portal.log, var/demo-psc.log. Ctrl-C stops the demo.
 
 TXT
