@@ -129,6 +129,8 @@ EXPORT_FIELDS = [
 
 @staff_required(AUDITOR)
 def audit_export(request, fmt):
+    if fmt not in ("csv", "json"):
+        raise Http404
     form = TrailFilter(request.GET)
     if not form.is_valid():
         return render(request, "staff/audit.html", {"form": form, "rows": []}, status=400)

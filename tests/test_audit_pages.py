@@ -1,0 +1,89 @@
+"""The auditors' pages: the trail filtered by period, professional or mailbox, and its export
+as CSV and JSON (itself audited)."""
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from enrolment import audit
+from enrolment.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def trail():
+    def add(actor, target, action="mail.login", days_ago=0):
+        row = audit.event(
+            actor_kind="professional",
+            actor=actor,
+            action=action,
+            target=target,
+            outcome="ok",
+            client_ip="192.0.2.1",
+            details={"protocol": "imap", "reason": "new_login"},
+        )
+        row.at = timezone.now() - timedelta(days=days_ago)
+        row.mac = audit.row_mac(row)
+        return audit.insert(row)
+
+    return [
+        add("899700000001", "claire.martin@demo.mssante.fr"),
+        add("899700000001", "claire.martin@demo.mssante.fr", days_ago=40),
+        add("899700000002", "accueil@clinique-demo.mssante.fr"),
+        add("alice", "899700000001", action="helpdesk.reset-device"),
+    ]
+
+
+def exported(client, fmt, **filters):
+    response = client.get(f"/audit/export.{fmt}", filters)
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content).decode()
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(body)))
+    return json.loads(body)
+
+
+def test_export_by_professional_in_csv_and_json(auditor_client, trail):
+    for fmt in ("csv", "json"):
+        rows = exported(auditor_client, fmt, professional="899700000001")
+        assert sorted(int(row["id"]) for row in rows) == sorted(
+            [trail[0].id, trail[1].id, trail[3].id]
+        )  # as actor (logins) and as target (the helpdesk's action)
+    [first] = [row for row in rows if row["id"] == trail[0].id]
+    assert first["details"] == {"protocol": "imap", "reason": "new_login"}
+    assert first["mac"] == trail[0].mac
+
+
+def test_export_by_mailbox_and_period(auditor_client, trail):
+    by_mailbox = exported(auditor_client, "json", mailbox="Accueil@Clinique-Demo.mssante.fr")
+    assert [row["id"] for row in by_mailbox] == [trail[2].id]
+    today = timezone.localdate()
+    recent = exported(auditor_client, "csv", since=str(today - timedelta(days=7)), until=str(today))
+    ids = {int(row["id"]) for row in recent}
+    assert {trail[0].id, trail[2].id, trail[3].id} <= ids  # with the auditor's own login
+    assert trail[1].id not in ids  # 40 days ago
+
+
+def test_each_export_is_audited(auditor_client, trail):
+    exported(auditor_client, "csv", mailbox="claire.martin@demo.mssante.fr")
+    event = AuditEvent.objects.get(action="audit.export")
+    assert event.actor == "bruno"
+    assert event.details == {"format": "csv", "mailbox": "claire.martin@demo.mssante.fr"}
+
+
+def test_a_bad_filter_gets_a_clear_error_and_no_export(auditor_client, trail):
+    response = auditor_client.get("/audit/export.csv", {"since": "1er décembre"})
+    assert response.status_code == 400
+    assert 'role="alert"' in response.content.decode()
+    assert not AuditEvent.objects.filter(action="audit.export").exists()
+    assert auditor_client.get("/audit/export.xml").status_code == 404
+
+
+def test_the_trail_page_filters(auditor_client, trail):
+    html = auditor_client.get("/audit/", {"mailbox": "accueil@clinique-demo.mssante.fr"}).content
+    assert b"899700000002" in html and b"claire.martin" not in html
