@@ -78,10 +78,15 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Server-side binding lets psycopg prepare the verify path's repeated statements
-    # (planned once per connection instead of once per mail login).
+    # Prepared statements: psycopg prepares a statement run this many times on a connection,
+    # so the verify path's few statements are planned once per connection instead of once
+    # per mail login (measured: a session hit's SELECT 0.33 -> 0.16 ms, a new login's
+    # members' query 0.67 -> 0.2 ms). Django turns this off by default for connection
+    # poolers: set DATABASE_PREPARE_THRESHOLD=0 behind PgBouncer in transaction mode.
+    threshold = env_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0)
     DATABASES["default"]["OPTIONS"] = {
-        "server_side_binding": env_bool("DATABASE_SERVER_SIDE_BINDING", True)
+        "server_side_binding": env_bool("DATABASE_SERVER_SIDE_BINDING", True),
+        "prepare_threshold": threshold or None,
     }
     # No "SELECT 1" before each request's first query: it costs as much as a session hit's
     # lookup. After a database restart the first query on a dead connection fails, the

@@ -21,7 +21,14 @@ import time
 import argon2
 
 from enrolment import seeds, totp
-from tests.servers import Gunicorn, PrivatePostgres, manage, populate, site_environment
+from tests.servers import (
+    Gunicorn,
+    PrivatePostgres,
+    cpu_seconds,
+    manage,
+    populate,
+    site_environment,
+)
 
 NGINX_SECRET = "bench-nginx-secret"
 PASSWORD = "Cheval-Agrafe-27"
@@ -182,7 +189,8 @@ def main():
         figures = {name: median_round(results) for name, results in rounds.items()}
         # A new login on its own (one client, no queueing): one Argon2id hash plus the rest.
         alone = [
-            lone_round(port, lone[n :: options.rounds], shared_hash) for n in range(options.rounds)
+            lone_round(site, postgres, lone[n :: options.rounds], shared_hash)
+            for n in range(options.rounds)
         ]
     finally:
         if site:
@@ -192,27 +200,41 @@ def main():
     report(figures, alone, options)
 
 
-def lone_round(port: int, people: list[dict], shared_hash: str) -> dict:
+def lone_round(site, postgres, people: list[dict], shared_hash: str) -> dict:
     """One client alone, in turn: Argon2id checks of the site's hash (here, with the site's
     parameters), new logins, empty requests. Measured side by side, so that the machine's
     other load weighs on the three alike; a new login's cost beyond the hash and the HTTP
-    stack is the difference."""
+    stack is the difference, in wall-clock time and in the CPU time of the site's workers
+    and of PostgreSQL's processes."""
     hasher = argon2.PasswordHasher()
     phc = shared_hash.removeprefix("argon2")  # Django's "argon2" + the PHC string
-    checks = []
+    checks, cpu = [], time.process_time()
     for _ in range(15):
         started = time.perf_counter()
         hasher.verify(phc, PASSWORD)
         checks.append(time.perf_counter() - started)
-    login = run("new_login", port, 1.5, 1, [people])
-    empty = run("empty", port, 1.5, 1, [people])
+    hash_cpu = (time.process_time() - cpu) / len(checks) * 1000
+    login, login_cpu = measured(site, postgres, "new_login", people)
+    empty, empty_cpu = measured(site, postgres, "empty", people)
     hash_ms = statistics.median(checks) * 1000
     return {
         "hash": hash_ms,
         "login": login["p50"],
         "empty": empty["p50"],
         "beyond": login["p50"] - hash_ms - empty["p50"],
+        "site_cpu_beyond": login_cpu[0] - hash_cpu - empty_cpu[0],
+        "db_cpu": login_cpu[1],
     }
+
+
+def measured(site, postgres, scenario: str, people: list[dict]) -> tuple[dict, tuple]:
+    """One client for 1.5 s, and the CPU milliseconds per request of (site, database)."""
+    workers, database = site.worker_pids(), postgres.server_pids()
+    before = cpu_seconds(workers), cpu_seconds(database)
+    figures = run(scenario, site.port, 1.5, 1, [people])
+    after = cpu_seconds(workers), cpu_seconds(database)
+    per_request = tuple((a - b) * 1000 / figures["n"] for a, b in zip(after, before, strict=True))
+    return figures, per_request
 
 
 def report(figures, alone, options):
@@ -240,6 +262,11 @@ def report(figures, alone, options):
         f"{median('login'):.1f} ms = one Argon2id check ({median('hash'):.1f} ms) + the empty "
         f"request ({median('empty'):.1f} ms) + {median('beyond'):.1f} ms "
         f"(rounds: {rounds} ms)"
+    )
+    print(
+        f"CPU per new login beyond the hash and the empty request: site "
+        f"{median('site_cpu_beyond'):.1f} ms; PostgreSQL {median('db_cpu'):.1f} ms "
+        "(in clock ticks of 10 ms, spread over each round's logins)"
     )
     return 0
 

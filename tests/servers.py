@@ -29,6 +29,11 @@ def postgres_bin(tool: str) -> str:
 class PrivatePostgres:
     """A throw-away cluster in a temporary folder, run as the postgres user."""
 
+    def server_pids(self) -> list[int]:
+        """The postmaster and its children (backends, WAL writer, ...)."""
+        postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        return [postmaster, *child_pids(postmaster)]
+
     def __init__(self, durable: bool = False):
         self.dir = Path(tempfile.mkdtemp(prefix="mss-totp-pg-"))
         os.chmod(self.dir, 0o755)  # noqa: S103  (the postgres user must reach its data)
@@ -181,8 +186,7 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn did not answer; see {self.log.name}")
 
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return child_pids(self.process.pid)
 
     def stop(self):
         self.process.terminate()
@@ -190,6 +194,23 @@ class Gunicorn:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 SETUP_SCRIPT = """
