@@ -98,13 +98,20 @@ def canonical_content(row: AuditEvent) -> str:
             row.action,
             row.target,
             row.outcome,
-            _canonical_ip(row.client_ip),
+            _ip_bytes(row.client_ip),
             row.details,
         ],
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
     )
+
+
+def _ip_bytes(value) -> str:
+    # The address's bytes, not its text: how Python or PostgreSQL print an address (an
+    # IPv4-mapped IPv6 one, say) may change between versions; its bytes do not.
+    canonical = _canonical_ip(value)
+    return ipaddress.ip_address(canonical).packed.hex() if canonical else ""
 
 
 def seal_mac(text: str) -> str:

@@ -13,13 +13,14 @@ seals (with a MAC of its own), so the chain still verifies after it.
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Min, Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from enrolment import audit
@@ -44,14 +45,66 @@ ROW_FIELDS = [
 # Sealing
 
 
+class ChainBroken(Exception):
+    """The chain no longer holds the last anchor written outside the database."""
+
+
 def seal(now: datetime | None = None) -> list[AuditSeal]:
     """Seal every committed row old enough (AUDIT_SEAL_DELAY_SECONDS), in ranges of at most
-    SEAL_BATCH rows. Returns the new seals."""
+    SEAL_BATCH rows, and append the newest seal to AUDIT_ANCHOR_FILE. Returns the new seals.
+
+    Refuses (ChainBroken) when the chain lacks the last anchor: someone who deleted rows
+    and the seals after them would otherwise have the next run seal over the hole."""
+    anchor = last_anchor()
+    if anchor is not None and not _chain_holds(anchor):
+        raise ChainBroken(
+            f"the audit chain does not hold seal {anchor[0]} of the anchor file: seals "
+            "were removed or remade; nothing sealed (run verify_audit)"
+        )
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.AUDIT_SEAL_DELAY_SECONDS)
     made = []
     while (new := _seal_next_range(cutoff)) is not None:
         made.append(new)
+    if made:
+        _write_anchor(made[-1])
     return made
+
+
+def anchor_text(seal: AuditSeal) -> str:
+    return f"{seal.seq}:{seal.mac}"
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    seq, _, mac = text.strip().partition(":")
+    if not seq.isdigit() or len(mac) != 64:
+        raise ValueError(f"not an anchor (SEQ:MAC): {text.strip()[:80]!r}")
+    return int(seq), mac
+
+
+def last_anchor() -> tuple[int, str] | None:
+    """The last line of AUDIT_ANCHOR_FILE, if one is configured and written."""
+    path = settings.AUDIT_ANCHOR_FILE
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, "rb") as anchors:
+        anchors.seek(0, os.SEEK_END)
+        anchors.seek(max(0, anchors.tell() - 512))  # the last line is ~80 bytes
+        lines = anchors.read().decode().splitlines()
+    return parse_anchor(lines[-1].split()[0]) if lines else None
+
+
+def _write_anchor(seal: AuditSeal) -> None:
+    path = settings.AUDIT_ANCHOR_FILE
+    if path:
+        with open(path, "a") as anchors:
+            anchors.write(f"{anchor_text(seal)} {seal.sealed_at.isoformat()}\n")
+            anchors.flush()
+            os.fsync(anchors.fileno())
+
+
+def _chain_holds(anchor: tuple[int, str]) -> bool:
+    seq, mac = anchor
+    return AuditSeal.objects.filter(seq=seq, mac=mac).exists()
 
 
 def _seal_next_range(cutoff: datetime) -> AuditSeal | None:
@@ -106,6 +159,7 @@ def _canonical_seal(seal: AuditSeal) -> str:
             seal.gaps,
             seal.digest,
             seal.last_at.isoformat(),
+            seal.sealed_at.isoformat(),
             seal.previous_mac,
         ],
         separators=(",", ":"),
@@ -139,6 +193,7 @@ def verify(anchor: tuple[int, str] | None = None, now: datetime | None = None) -
     AUDIT_SEAL_MAX_LAG_SECONDS are reported too: their seal was removed, or the sealer
     does not run."""
     seals = list(AuditSeal.objects.order_by("seq"))
+    anchor = anchor or last_anchor()
     findings = list(_check_seals(seals))
     findings += list(_check_rows(seals))
     findings += list(_check_anchor(seals, anchor))
@@ -203,7 +258,7 @@ def _check_seals(seals: list[AuditSeal]) -> Iterator[Finding]:
 
 
 def _check_rows(seals: list[AuditSeal]) -> Iterator[Finding]:
-    seen_uids: dict[str, int] = {}
+    yield from _check_copies()
     seal_index = 0
     sealed_rows: list[tuple[int, str]] = []  # the current seal's rows, as found
     first_sealed = seals[0].first_id if seals else None
@@ -214,7 +269,7 @@ def _check_rows(seals: list[AuditSeal]) -> Iterator[Finding]:
         while seal_index < len(seals) and row.id > seals[seal_index].last_id:
             yield from _check_sealed_range(seals[seal_index], sealed_rows)
             seal_index, sealed_rows = seal_index + 1, []
-        yield from _check_row(row, seen_uids)
+        yield from _check_row(row)
         if first_sealed is not None and row.id < first_sealed:
             yield Finding(
                 "inserted", f"row {row.id} lies before the first seal", row_id=row.id, seal=1
@@ -226,15 +281,25 @@ def _check_rows(seals: list[AuditSeal]) -> Iterator[Finding]:
         sealed_rows = []
 
 
-def _check_row(row: AuditEvent, seen_uids: dict[str, int]) -> Iterator[Finding]:
+def _check_row(row: AuditEvent) -> Iterator[Finding]:
     if not row.mac or row.mac != audit.row_mac(row):
         yield Finding("altered", f"row {row.id} was altered or forged", row_id=row.id)
-    if row.uid in seen_uids:
-        yield Finding(
-            "copied", f"row {row.id} is a copy of row {seen_uids[row.uid]}", row_id=row.id
-        )
-    else:
-        seen_uids[row.uid] = row.id
+
+
+def _check_copies() -> Iterator[Finding]:
+    """Rows sharing a uid: a valid row copied elsewhere. Found by the database, so that a
+    trail of millions of rows is not held in memory."""
+    copied = (
+        AuditEvent.objects.values("uid")
+        .annotate(copies=Count("id"), first=Min("id"))
+        .filter(copies__gt=1)
+    )
+    for group in copied.iterator():
+        later = AuditEvent.objects.filter(uid=group["uid"], id__gt=group["first"])
+        for row_id in later.order_by("id").values_list("id", flat=True):
+            yield Finding(
+                "copied", f"row {row_id} is a copy of row {group['first']}", row_id=row_id
+            )
 
 
 def _check_sealed_range(seal: AuditSeal, rows: list[tuple[int, str]]) -> Iterator[Finding]:

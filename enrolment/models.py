@@ -306,6 +306,13 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # For the helpdesk's page (a professional's logins, actions on them), the exports and
+        # the summary; each costs a little on every insert, so no more than these.
+        indexes = [
+            models.Index(fields=["actor"]),
+            models.Index(fields=["target"]),
+            models.Index(fields=["action", "at"]),
+        ]
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"

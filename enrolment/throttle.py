@@ -35,6 +35,12 @@ def address_retry_after(bucket: tuple[float, float] | None) -> int:
     return 0 if tokens >= 1 else math.ceil((1 - tokens) / _refill_rate())
 
 
+def address_wait(address: str) -> int:
+    """address_retry_after() for a bucket not read yet."""
+    bucket = AddressThrottle.objects.filter(address=address).values_list("tokens", "updated_at")
+    return address_retry_after(bucket.first())
+
+
 def spend_address_token(address: str) -> None:
     now = clock.now()
     with transaction.atomic():

@@ -245,6 +245,10 @@ AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
 AUDIT_SEAL_DELAY_SECONDS = env_int("AUDIT_SEAL_DELAY_SECONDS", 60, minimum=0)
 # verify_audit reports rows left unsealed for longer (seal_audit should run every minute).
 AUDIT_SEAL_MAX_LAG_SECONDS = env_int("AUDIT_SEAL_MAX_LAG_SECONDS", 3600, minimum=60)
+# Where seal_audit appends each newest seal, off the database (another disk, a host that
+# forwards it): it will not seal over a chain that lost the last anchor, and verify_audit
+# checks against it. Empty: anchors are only printed.
+AUDIT_ANCHOR_FILE = env_str("AUDIT_ANCHOR_FILE", "")
 MAIL_SESSION_LIFETIME_SECONDS = env_int("MAIL_SESSION_LIFETIME_SECONDS", 12 * 3600, minimum=60)
 MAIL_SESSION_IDLE_SECONDS = env_int("MAIL_SESSION_IDLE_SECONDS", 2 * 3600, minimum=60)
 MAIL_SESSION_PREFIX_V4 = env_int("MAIL_SESSION_PREFIX_V4", 32, minimum=8)

@@ -12,19 +12,23 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import auth
+from django.contrib.auth import get_user_model
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied
+from django.core.mail import send_mail
+from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django_otp import login as otp_login
 
-from enrolment import audit, enrolling, totp
+from enrolment import audit, enrolling, throttle, totp
 from enrolment.enrolling import Outcome
 from enrolment.forms import CodeForm
+from enrolment.mail_sessions import throttle_source
 from enrolment.models import Device
 
 HELPDESK = "helpdesk"  # find professionals, reset devices, clear back-offs, end sessions
@@ -95,10 +99,20 @@ def _next_url(request, default: str = "helpdesk_search") -> str:
 
 
 class StaffLoginView(LoginView):
-    """Step 1: username and password (ModelBackend). Then the code, on its own page."""
+    """Step 1: username and password (ModelBackend). Then the code, on its own page.
+    Failures spend the client address's staff budget: guessing is slowed, nobody locked."""
 
     template_name = "staff/login.html"
     redirect_authenticated_user = False
+
+    def post(self, request, *args, **kwargs):
+        wait = _address_wait(request)
+        if wait:
+            form = self.get_form()
+            form.errors.clear()
+            form.add_error(None, _too_many(wait))
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
 
     def form_valid(self, form):
         auth.login(self.request, form.get_user(), backend=settings.STAFF_AUTH_BACKEND)
@@ -106,13 +120,18 @@ class StaffLoginView(LoginView):
         return redirect(f"{reverse('staff_code')}?{urlencode({'next': self.get_redirect_url()})}")
 
     def form_invalid(self, form):
-        username = form.data.get("username", "")[:150]
+        _spend_address_budget(self.request)
+        # Only a name that exists goes in the trail: a password typed into the username
+        # field by mistake must not.
+        typed = form.data.get("username", "")[:150]
+        exists = get_user_model().objects.filter(username=typed).exists()
         audit.write(
             actor_kind="staff",
-            actor=username,
+            actor=typed if exists else "",
             action="staff.password",
             outcome="reject",
             client_ip=self.request.META.get("REMOTE_ADDR"),
+            details={} if exists else {"reason": "unknown_username"},
         )
         return super().form_invalid(form)
 
@@ -120,11 +139,33 @@ class StaffLoginView(LoginView):
 staff_login = sensitive_post_parameters("password")(never_cache(StaffLoginView.as_view()))
 
 
+def _budget_key(request) -> str:
+    try:
+        return "staff:" + throttle_source(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return "staff:unknown"
+
+
+def _address_wait(request) -> int:
+    return throttle.address_wait(_budget_key(request))
+
+
+def _spend_address_budget(request) -> None:
+    throttle.spend_address_token(_budget_key(request))
+
+
+def _too_many(wait: int) -> str:
+    return _("Too many attempts from this address. Try again in %(seconds)s seconds.") % {
+        "seconds": wait
+    }
+
+
 def _password_step_done(view):
     """Logged in with the password (the code may be pending); not a professional's session."""
 
     @wraps(view)
     @never_cache
+    @sensitive_post_parameters("code")
     def wrapper(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return _to("staff_login", request)
@@ -138,39 +179,66 @@ def _password_step_done(view):
 @_password_step_done
 def staff_code(request):
     """Step 2: the code from the staff member's own phone, or its enrolment the first time."""
-    device = Device.objects.filter(user=request.user, confirmed=True).first()
-    if device is None:
+    if not Device.objects.filter(user=request.user, confirmed=True).exists():
         return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        allowed, _info = device.verify_is_allowed()
-        if allowed and device.verify_token(form.cleaned_data["code"]):
-            device.throttle_reset()
+        outcome, device = _check_staff_code(request.user, form.cleaned_data["code"])
+        if outcome == "ok":
             return _verified(request, device, "staff.code")
-        if allowed:
-            device.throttle_increment()
-        audit.record(request, "staff.code", outcome="reject")
-        form.add_error(
-            "code",
-            _(
-                "This code is not right, or it was already used. Wait for "
-                "the next one and try again."
-            ),
-        )
+        audit.record(request, "staff.code", outcome="reject", details={"reason": outcome})
+        if outcome == "throttled":
+            form.add_error("code", _("Too many wrong codes: wait a minute, then try again."))
+        else:
+            form.add_error(
+                "code",
+                _(
+                    "This code is not right, or it was already used. Wait for "
+                    "the next one and try again."
+                ),
+            )
     return render(request, "staff/code.html", {"form": form, "next": _next_url(request)})
 
 
+@sensitive_variables("code")
+def _check_staff_code(user, code: str) -> tuple[str, Device]:
+    """django-otp's throttling and our step claim, under the device's row lock: its
+    throttle_increment() saves the whole row, and must not write back an older last_t
+    (which would let the same code in twice)."""
+    with transaction.atomic():
+        device = Device.objects.select_for_update().get(user=user, confirmed=True)
+        allowed, _info = device.verify_is_allowed()
+        if not allowed:
+            return "throttled", device
+        if device.verify_token(code):
+            device.throttle_reset(commit=False)
+            device.save(update_fields=["throttling_failure_count", "throttling_failure_timestamp"])
+            return "ok", device
+        device.throttle_increment(commit=False)
+        device.save(update_fields=["throttling_failure_count", "throttling_failure_timestamp"])
+        return "wrong_code", device
+
+
+PENDING = "staff_pending_device"
+
+
 @_password_step_done
+@sensitive_variables("seed", "uri")
 def staff_enrol(request):
-    """First login: a phone for this staff account, confirmed by its first code."""
+    """First login: a phone for this staff account, confirmed by its first code. The key is
+    made for this browser session only: another session with the same password gets
+    another key, which replaces this one, so a key seen elsewhere is never the one that
+    gets confirmed here."""
     if Device.objects.filter(user=request.user, confirmed=True).exists():
         return redirect(f"{reverse('staff_code')}?{urlencode({'next': _next_url(request)})}")
-    device = enrolling.pending_device(request.user) or enrolling.start_enrolment(request.user)
+    device = _this_sessions_pending_device(request)
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         result = enrolling.confirm_enrolment(device, form.cleaned_data["code"])
         if result.outcome is Outcome.CONFIRMED:
             device.refresh_from_db()
+            request.session.pop(PENDING, None)
+            _tell_staff_member(request.user)
             return _verified(request, device, "staff.enrolment")
         audit.record(request, "staff.enrolment", outcome=result.outcome.value)
         form.add_error(
@@ -181,7 +249,7 @@ def staff_enrol(request):
             ),
         )
         if result.outcome is Outcome.EXPIRED:
-            device = enrolling.start_enrolment(request.user)
+            device = _this_sessions_pending_device(request)
     seed = device.seed()
     uri = enrolling.otpauth_uri(device, f"staff {request.user.get_username()}", seed)
     ctx = {
@@ -192,6 +260,28 @@ def staff_enrol(request):
         "secret_text": enrolling.grouped(totp.base32_secret(seed)),
     }
     return render(request, "staff/enrol.html", ctx)
+
+
+def _this_sessions_pending_device(request) -> Device:
+    device = enrolling.pending_device(request.user)
+    if device is None or request.session.get(PENDING) != device.pk:
+        device = enrolling.start_enrolment(request.user)  # drops any other pending key
+        request.session[PENDING] = device.pk
+    return device
+
+
+def _tell_staff_member(user) -> None:
+    if user.email:
+        send_mail(
+            _("A phone was enrolled for your staff account"),
+            _(
+                "A phone was just enrolled for the codes of your staff account %(username)s. "
+                "If it was not you, tell your security officer at once."
+            )
+            % {"username": user.get_username()},
+            None,
+            [user.email],
+        )
 
 
 def _verified(request, device: Device, action: str):

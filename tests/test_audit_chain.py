@@ -210,3 +210,32 @@ def test_the_verifiers_own_sql_writes_rows_that_verify(claire, settings):
     assert AuditEvent.objects.filter(action="mail.login").count() == 2
     status, report = verify_audit()
     assert status == 0, report
+
+
+def test_the_sealer_will_not_seal_over_removed_seals(settings, tmp_path):
+    """Delete a row and every seal from its own on: without the anchor file, the next seal
+    would cover the hole as a gap. With it, sealing refuses and verify_audit reports."""
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    settings.AUDIT_ANCHOR_FILE = str(tmp_path / "anchors")
+    rows = events(6)
+    call_command("seal_audit", stdout=StringIO())
+    events(3)
+    call_command("seal_audit", stdout=StringIO())
+    assert (tmp_path / "anchors").read_text().count("\n") == 2
+
+    sql("DELETE FROM enrolment_auditevent WHERE id = %s", [rows[2].id])
+    sql("DELETE FROM enrolment_auditseal")
+    with pytest.raises(CommandError, match="does not hold seal 2 of the anchor file"):
+        call_command("seal_audit", stdout=StringIO())
+    assert not AuditSeal.objects.exists()  # nothing sealed over the hole
+    status, report = verify_audit()  # the anchor file is read by default
+    assert status == 1 and "seal 2 (the anchor given) is not in the chain" in report
+
+
+def test_an_ipv4_mapped_address_verifies_whatever_prints_it(settings):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    audit.write(
+        actor_kind="service", actor="nginx", action="mail.login", client_ip="::ffff:192.0.2.1"
+    )
+    call_command("seal_audit", stdout=StringIO())
+    assert verify_audit()[0] == 0

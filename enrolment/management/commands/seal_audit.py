@@ -1,7 +1,7 @@
 """Seal the audit trail's new rows (run it every minute, e.g. from a systemd timer), and print
 the newest seal as an anchor for a log kept elsewhere."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from enrolment import audit_chain
 
@@ -10,7 +10,10 @@ class Command(BaseCommand):
     help = "Seal the audit rows written since the last seal (enrolment/audit_chain.py)."
 
     def handle(self, *args, **options):
-        seals = audit_chain.seal()
+        try:
+            seals = audit_chain.seal()
+        except audit_chain.ChainBroken as broken:
+            raise CommandError(str(broken)) from broken
         if not seals:
             self.stdout.write("nothing new to seal")
             return
@@ -18,4 +21,4 @@ class Command(BaseCommand):
         self.stdout.write(f"sealed {rows} rows in {len(seals)} seal(s)")
         # The anchor, for a log kept off this database (the journal, a syslog server):
         # verify_audit --anchor finds the newest seals and rows deleted together.
-        self.stdout.write(f"anchor {seals[-1].seq}:{seals[-1].mac}")
+        self.stdout.write(f"anchor {audit_chain.anchor_text(seals[-1])}")

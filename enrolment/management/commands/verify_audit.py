@@ -16,11 +16,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--anchor",
             metavar="SEQ:MAC",
-            help="a seal that must be in the chain, as seal_audit printed it (kept elsewhere)",
+            help="a seal that must be in the chain, as seal_audit printed it (kept elsewhere); "
+            "by default the last line of AUDIT_ANCHOR_FILE",
         )
 
     def handle(self, *args, anchor=None, **options):
-        findings = audit_chain.verify(anchor=_anchor(anchor) if anchor else None)
+        try:
+            given = audit_chain.parse_anchor(anchor) if anchor else None
+        except ValueError as error:
+            raise CommandError(f"--anchor: {error}") from error
+        findings = audit_chain.verify(anchor=given)
         for finding in findings:
             self.stdout.write(f"{finding.problem}\t{finding}")
         if findings:
@@ -32,10 +37,3 @@ class Command(BaseCommand):
             f"audit trail intact: {AuditEvent.objects.count()} rows, "
             f"{AuditSeal.objects.count()} seals, {unsealed} rows not sealed yet"
         )
-
-
-def _anchor(text: str) -> tuple[int, str]:
-    seq, _, mac = text.partition(":")
-    if not seq.isdigit() or len(mac) != 64:
-        raise CommandError("--anchor takes SEQ:MAC, as seal_audit prints them")
-    return int(seq), mac
