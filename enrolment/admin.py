@@ -41,25 +41,9 @@ class ProfessionalAdmin(admin.ModelAdmin):
     ]
 
 
-@admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["uuid", "user", "confirmed", "key_id", "confirmed_at", "last_used_at"]
-    list_filter = ["confirmed", "key_id"]
-    fields = ["user", "name", "confirmed", "algorithm", "digits", "period", "drift", "key_id"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False  # a seed is only ever made by the enrolment wizard
-
-
-@admin.register(MailSession)
-class MailSessionAdmin(admin.ModelAdmin):
-    list_display = ["mailbox", "professional", "protocol", "client_network", "last_seen_at"]
-    exclude = ["credential_digest"]
-
-
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """The trail and its seals are written by the site only: the admin reads them."""
+    """Read only here. Devices and sessions change through the helpdesk's pages, which ask
+    for a reason, audit it and tell the professional; the trail is written by the site."""
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -69,6 +53,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(Device)
+class DeviceAdmin(ReadOnlyAdmin):
+    list_display = ["uuid", "user", "confirmed", "key_id", "confirmed_at", "last_used_at"]
+    list_filter = ["confirmed", "key_id"]
+    fields = ["user", "name", "confirmed", "algorithm", "digits", "period", "drift", "key_id"]
+    readonly_fields = fields
+
+
+@admin.register(MailSession)
+class MailSessionAdmin(ReadOnlyAdmin):
+    list_display = ["mailbox", "professional", "protocol", "client_network", "last_seen_at"]
+    exclude = ["credential_digest"]
 
 
 @admin.register(AuditSeal)

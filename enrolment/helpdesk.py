@@ -81,7 +81,8 @@ def reset_device(professional: Professional) -> dict:
     a new one needs a PSC login after now."""
     removed = 0
     if professional.user:
-        removed, _ = Device.objects.filter(user=professional.user).delete()
+        _, per_model = Device.objects.filter(user=professional.user).delete()
+        removed = per_model.get(Device._meta.label, 0)
     professional.access_reset_at = timezone.now()
     professional.save(update_fields=["access_reset_at"])
     return {"devices_removed": removed}

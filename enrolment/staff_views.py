@@ -71,9 +71,12 @@ def helpdesk_action(request, national_id, action):
 # The audit trail
 
 
+DAY = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")  # the browser's date picker
+
+
 class TrailFilter(forms.Form):
-    since = forms.DateField(label=gettext_lazy("From (day)"), required=False)
-    until = forms.DateField(label=gettext_lazy("To (day, included)"), required=False)
+    since = forms.DateField(label=gettext_lazy("From (day)"), required=False, widget=DAY)
+    until = forms.DateField(label=gettext_lazy("To (day, included)"), required=False, widget=DAY)
     professional = forms.CharField(
         label=gettext_lazy("Professional's national id"), required=False, max_length=32
     )
@@ -160,7 +163,15 @@ def _csv_lines(rows):
         values = list(row)
         values[1] = values[1].isoformat()
         values[8] = json.dumps(values[8], ensure_ascii=False, sort_keys=True)
-        yield writer.writerow(values)
+        yield writer.writerow([_inert(value) for value in values])
+
+
+def _inert(value):
+    """A cell a spreadsheet will not run: the trail holds what clients typed (a mailbox at
+    an IMAP login), and "=HYPERLINK(...)" must stay text (OWASP's CSV injection advice)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _json_lines(rows):

@@ -182,11 +182,15 @@ def staff_code(request):
     if not Device.objects.filter(user=request.user, confirmed=True).exists():
         return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
     form = CodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    wait = _address_wait(request) if request.method == "POST" else 0
+    if wait:
+        form.add_error(None, _too_many(wait))
+    elif request.method == "POST" and form.is_valid():
         outcome, device = _check_staff_code(request.user, form.cleaned_data["code"])
         if outcome == "ok":
             return _verified(request, device, "staff.code")
         audit.record(request, "staff.code", outcome="reject", details={"reason": outcome})
+        _spend_address_budget(request)
         if outcome == "throttled":
             form.add_error("code", _("Too many wrong codes: wait a minute, then try again."))
         else:
@@ -231,8 +235,15 @@ def staff_enrol(request):
     gets confirmed here."""
     if Device.objects.filter(user=request.user, confirmed=True).exists():
         return redirect(f"{reverse('staff_code')}?{urlencode({'next': _next_url(request)})}")
-    device = _this_sessions_pending_device(request)
     form = CodeForm(request.POST or None)
+    if request.method == "POST":
+        device = _owned_pending_device(request)
+        if device is None:
+            # Another browser with this password showed a newer key: this one is gone.
+            ctx = {"replaced": True, "next": _next_url(request)}
+            return render(request, "staff/enrol.html", ctx, status=409)
+    else:
+        device = _owned_pending_device(request) or _new_pending_device(request)
     if request.method == "POST" and form.is_valid():
         result = enrolling.confirm_enrolment(device, form.cleaned_data["code"])
         if result.outcome is Outcome.CONFIRMED:
@@ -249,7 +260,7 @@ def staff_enrol(request):
             ),
         )
         if result.outcome is Outcome.EXPIRED:
-            device = _this_sessions_pending_device(request)
+            device = _new_pending_device(request)
     seed = device.seed()
     uri = enrolling.otpauth_uri(device, f"staff {request.user.get_username()}", seed)
     ctx = {
@@ -262,11 +273,16 @@ def staff_enrol(request):
     return render(request, "staff/enrol.html", ctx)
 
 
-def _this_sessions_pending_device(request) -> Device:
+def _owned_pending_device(request) -> Device | None:
     device = enrolling.pending_device(request.user)
-    if device is None or request.session.get(PENDING) != device.pk:
-        device = enrolling.start_enrolment(request.user)  # drops any other pending key
-        request.session[PENDING] = device.pk
+    if device is not None and request.session.get(PENDING) == device.pk:
+        return device
+    return None
+
+
+def _new_pending_device(request) -> Device:
+    device = enrolling.start_enrolment(request.user)  # drops any other pending key
+    request.session[PENDING] = device.pk
     return device
 
 

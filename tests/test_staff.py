@@ -61,12 +61,77 @@ def test_a_code_verifies_the_login_once(client, make_staff, professional):
     assert sorted(outcomes.values_list("outcome", flat=True)) == ["ok", "reject"]
 
 
-def test_a_wrong_password_is_refused_and_audited(client, make_staff):
+def test_a_wrong_password_is_refused_and_audited_without_what_was_typed(client, make_staff):
     make_staff("alice", "helpdesk")
-    response = client.post("/staff/login/", {"username": "alice", "password": "nope-nope"})
+    response = client.post("/staff/login/", {"username": "alice", "password": "Wrong-Guess-42"})
     assert response.status_code == 200
-    assert AuditEvent.objects.get(action="staff.password").outcome == "reject"
-    assert STAFF_PASSWORD not in response.content.decode()
+    # A password typed into the username field by mistake is not kept either.
+    client.post("/staff/login/", {"username": "Helpdesk-Passe-2026", "password": "x"})
+    events = AuditEvent.objects.filter(action="staff.password").order_by("id")
+    assert [(e.actor, e.outcome) for e in events] == [("alice", "reject"), ("", "reject")]
+    for event in events:
+        written = f"{event.actor} {event.target} {event.details}"
+        assert "Wrong-Guess-42" not in written and "Helpdesk-Passe-2026" not in written
+    assert "Wrong-Guess-42" not in response.content.decode()
+
+
+def test_password_guessing_from_one_address_is_slowed(client, make_staff, settings):
+    settings.THROTTLE_ADDRESS_BURST = 3
+    alice = make_staff("alice", "helpdesk")
+    for n in range(3):
+        client.post("/staff/login/", {"username": "alice", "password": f"guess-{n}"})
+    refused = client.post("/staff/login/", {"username": "alice", "password": alice.password})
+    assert refused.status_code == 429
+    assert "Trop de tentatives" in refused.content.decode()
+    other_address = Client(REMOTE_ADDR="192.0.2.44")
+    assert log_in(other_address, alice).get("/helpdesk/").status_code == 200
+
+
+def test_wrong_codes_back_off_and_the_right_one_works_after(client, make_staff):
+    alice = make_staff("alice", "helpdesk")
+    client.post("/staff/login/", {"username": "alice", "password": alice.password})
+    wrong = f"{(int(alice.code()) + 1) % 10**6:06d}"
+    assert "pas le bon" in client.post("/staff/code/", {"code": wrong}).content.decode()
+    throttled = client.post("/staff/code/", {"code": alice.code()})
+    assert "Trop de codes erronés" in throttled.content.decode()
+    time.sleep(1.1)  # django-otp's first back-off is one second
+    assert client.post("/staff/code/", {"code": alice.code()}).status_code == 302
+    reasons = AuditEvent.objects.filter(action="staff.code", outcome="reject")
+    assert sorted(e.details["reason"] for e in reasons) == ["throttled", "wrong_code"]
+
+
+def test_professionals_never_reach_the_staff_login_steps(professional_client):
+    for url in ("/staff/code/", "/staff/enrol/"):
+        assert professional_client.get(url).status_code == 403
+    assert not Device.objects.exists()
+
+
+def test_a_staff_key_belongs_to_one_browser_session(make_staff, mailoutbox):
+    chloe = make_staff("chloe", "auditor", enrolled=False)
+    chloe.user.email = "chloe@operateur.example"
+    chloe.user.save()
+    first, second = Client(), Client()
+    for browser in (first, second):
+        browser.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+    first_key = shown_key(first.get("/staff/enrol/"))
+    second_key = shown_key(second.get("/staff/enrol/"))
+    assert first_key != second_key
+    # The first session's key was replaced: its code does not enrol a phone.
+    refused = first.post("/staff/enrol/", {"code": totp.totp(first_key, time.time())})
+    assert refused.status_code == 409 and not Device.objects.filter(confirmed=True).exists()
+    assert "remplacée par une plus récente" in refused.content.decode()
+    assert (
+        second.post("/staff/enrol/", {"code": totp.totp(second_key, time.time())})["Location"]
+        == "/helpdesk/"
+    )
+    [email] = mailoutbox
+    assert email.to == ["chloe@operateur.example"] and "chloe" in email.body
+
+
+def shown_key(page) -> bytes:
+    secret = re.search(r'id="secret">([A-Z2-7 ]+)</code>', page.content.decode())[1]
+    secret = secret.replace(" ", "")
+    return base64.b32decode(secret + "=" * (-len(secret) % 8))
 
 
 def test_first_login_enrols_the_staff_phone(client, make_staff):

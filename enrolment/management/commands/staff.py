@@ -76,7 +76,8 @@ class Command(BaseCommand):
         self.stdout.write(f"{username}: {role} revoked.")
 
     def handle_reset_phone(self, username, **options):
-        removed, _ = Device.objects.filter(user=_staff(username)).delete()
+        _, per_model = Device.objects.filter(user=_staff(username)).delete()
+        removed = per_model.get(Device._meta.label, 0)
         self._audit("staff.reset_phone", username, {"devices_removed": removed})
         self.stdout.write(f"{username}: phone removed; the next login enrols a new one.")
 
