@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
+from django.db import connection
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
@@ -15,8 +16,8 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from enrolment import indicators
-from enrolment.models import ApiKey, Mailbox
+from enrolment import indicators, seeds
+from enrolment.models import ApiKey, Device, Mailbox
 from enrolment.verifier import Decision, Outcome, verify
 
 logger = logging.getLogger(__name__)
@@ -213,3 +214,39 @@ def metrics(request):
 def live(request):
     """Liveness: the process answers. Also the benchmark's empty request."""
     return HttpResponse("ok", content_type="text/plain")
+
+
+def seeds_without_key(keyring) -> list[str]:
+    """Key ids that devices were sealed under and the keyring lacks (logged, not returned)."""
+    in_use = set(Device.objects.values_list("key_id", flat=True).distinct())
+    missing = sorted(in_use - set(keyring.keys))
+    if missing:
+        logger.error("readiness: devices need keys the keyring lacks: %s", ", ".join(missing))
+    return missing
+
+
+@require_GET
+def ready(request):
+    """Readiness: the database answers and the keyring opens with its active key. 503 with
+    what is wrong (never a key or a setting's value) takes the node out of the pool."""
+    problems = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        logger.exception("readiness: the database does not answer")
+        problems.append("database")
+    try:
+        keyring = seeds.load_keyring()
+        probe = b"\0" * seeds.SEED_BYTES
+        if keyring.open(keyring.seal(probe, b"readiness"), b"readiness") != probe:
+            raise seeds.KeyringError("the active key does not open what it sealed")
+    except Exception:
+        logger.exception("readiness: the seed keyring is not usable")
+        problems.append("keyring")
+    else:
+        if "database" not in problems and seeds_without_key(keyring):
+            problems.append("keyring_lacks_keys_in_use")
+    if problems:
+        return JsonResponse({"ready": False, "failing": problems}, status=503)
+    return JsonResponse({"ready": True})

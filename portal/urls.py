@@ -19,6 +19,7 @@ urlpatterns = [
     path("mail-sessions/", views.mail_sessions_page, name="mail_sessions"),
     path("internal/nginx-auth", verify_views.nginx_auth, name="nginx_auth"),
     path("internal/health/live", verify_views.live, name="live"),
+    path("internal/health/ready", verify_views.ready, name="ready"),
     path("api/v1/verify", verify_views.api_verify, name="api_verify"),
     path("api/v1/openapi.json", verify_views.openapi_document, name="openapi"),
     path("internal/metrics", verify_views.metrics, name="metrics"),

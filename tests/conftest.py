@@ -135,3 +135,17 @@ def moved_clock(monkeypatch):
     moved = Clock()
     monkeypatch.setattr(verifier_clock, "now", moved.now)
     return moved
+
+
+@pytest.fixture
+def page(page):
+    """pytest-playwright's page, failing the test on any Content-Security-Policy violation."""
+    violations = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    yield page
+    assert violations == []

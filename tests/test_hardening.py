@@ -1,0 +1,69 @@
+"""Production hardening as a browser or the operator sees it: security headers and cookies,
+request ids on responses and log lines, JSON logs, and the health endpoints."""
+
+import json
+
+import pytest
+
+from enrolment import seeds
+from tests.test_settings import run_manage
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pages_carry_a_strict_content_security_policy(client):
+    response = client.get("/")
+    policy = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";")
+    )
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["base-uri"] == "'none'"
+    assert "unsafe-inline" not in response["Content-Security-Policy"]
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_production_cookies_and_transport_settings():
+    script = (
+        "from django.conf import settings as s; import json; print(json.dumps(["
+        "s.SESSION_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY, s.SESSION_COOKIE_SAMESITE,"
+        "s.CSRF_COOKIE_SECURE, s.CSRF_COOKIE_HTTPONLY, s.SECURE_SSL_REDIRECT,"
+        "s.SECURE_HSTS_SECONDS, s.DEBUG]))"
+    )
+    result = run_manage("shell", "-v", "0", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [True, True, "Lax", True, True, True, 31536000, False]
+
+
+def test_production_logs_are_json_lines_with_a_request_id():
+    script = (
+        "import logging; "
+        "logging.getLogger('enrolment.verifier').warning('refused: %s', 'malformed')"
+    )
+    result = run_manage("shell", "-c", script)
+    [line] = [line for line in result.stderr.splitlines() if "refused" in line]
+    record = json.loads(line)
+    assert record["level"] == "WARNING" and record["logger"] == "enrolment.verifier"
+    assert record["message"] == "refused: malformed" and record["request_id"] == "-"
+
+
+def test_every_response_has_a_request_id_and_keeps_nginxs(client, caplog):
+    assert len(client.get("/internal/health/live")["X-Request-ID"]) == 32
+    kept = client.get("/", headers={"X-Request-ID": "a1b2c3d4e5f60718"})
+    assert kept["X-Request-ID"] == "a1b2c3d4e5f60718"
+    forged = client.get("/", headers={"X-Request-ID": "evil\r\nSet-Cookie: x"})
+    assert forged["X-Request-ID"] != "evil" and len(forged["X-Request-ID"]) == 32
+
+
+def test_readiness_checks_the_database_and_the_keyring(client, make_device, user):
+    assert client.get("/internal/health/ready").json() == {"ready": True}
+    device = make_device(user)
+    # A row sealed under a key that the keyring no longer has: not ready, and says why.
+    other = seeds.Keyring.parse('{"active": "gone", "keys": {"gone": "' + "A" * 43 + '="}}', "test")
+    device.set_seed(seeds.new_seed(), other)
+    device.save()
+    response = client.get("/internal/health/ready")
+    assert response.status_code == 503
+    assert response.json() == {"ready": False, "failing": ["keyring_lacks_keys_in_use"]}
+    assert "gone" not in response.content.decode()
