@@ -63,15 +63,27 @@ def event(*, actor_kind, actor, action, target="", outcome="", client_ip=None, d
         at=timezone.now(),
         uid=secrets.token_hex(16),
         actor_kind=str(actor_kind),
-        actor=actor,
+        actor=storable(actor),
         action=action,
-        target=target,
+        target=storable(target),
         outcome=outcome,
         client_ip=_canonical_ip(client_ip),
-        details=details or {},
+        details=storable(details or {}),
     )
     row.mac = row_mac(row)
     return row
+
+
+def storable(value):
+    """What a client typed, as PostgreSQL can store it: text and JSON there cannot hold NUL,
+    which would turn a refusal into a database error (and lose the audit row)."""
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd")
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
 
 
 def insert(event: AuditEvent) -> AuditEvent:

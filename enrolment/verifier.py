@@ -71,6 +71,8 @@ def dummy_hash() -> str:
 def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str = "") -> Decision:
     started = time.perf_counter()
     address = Mailbox.normalise_address(mailbox)
+    # The caller's word for the protocol goes into rows: printable, and short.
+    protocol = "".join(character for character in protocol[:16] if character.isprintable())
     try:
         decision = _decide(address, secret, client_ip, protocol, caller)
     except Exception:
@@ -87,6 +89,7 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
         not address
         or len(address) > 254
         or not address.isascii()  # casefolding other scripts could map onto another mailbox
+        or not address.isprintable()  # NUL and other controls: no mailbox has them
         or not secret
         or len(secret) > MAX_SECRET_LENGTH
     ):
