@@ -142,8 +142,9 @@ ACTIONS = {
 }
 
 
-def perform(request, action: Action, professional: Professional, reason: str) -> dict:
-    """Do it, audit it with who and why, and tell the professional once it is committed."""
+def perform(request, action: Action, professional: Professional, reason: str) -> bool:
+    """Do it, audit it with who and why, then tell the professional. False if the email
+    could not be sent (the action stands)."""
     with transaction.atomic():
         summary = action.perform(professional)
         audit.record(
@@ -153,5 +154,4 @@ def perform(request, action: Action, professional: Professional, reason: str) ->
             target=professional.national_id,
             details={"reason": reason, **summary},
         )
-        transaction.on_commit(lambda: notify.notify(professional, action.email))
-    return summary
+    return notify.notify(professional, action.email)

@@ -1,11 +1,16 @@
 """Telling the professional, by email to their own mailbox, of every change to their access."""
 
+import logging
+import smtplib
+
 from django.conf import settings
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.utils import translation
 
 from enrolment.models import Mailbox, Professional
+
+logger = logging.getLogger(__name__)
 
 
 def recipients(professional: Professional) -> list[str]:
@@ -14,16 +19,23 @@ def recipients(professional: Professional) -> list[str]:
     return personal or sorted(m.address for m in mailboxes)
 
 
-def notify(professional: Professional, event: str) -> None:
+def notify(professional: Professional, event: str) -> bool:
     """Send templates/email/<event>.txt (its first line is the subject), in French: the
-    message reaches a mailbox, not the browser whose language we know."""
+    message reaches a mailbox, not the browser whose language we know. False when it could
+    not be sent: the change it tells of is made already, and must not be undone by a mail
+    server that is down (it is logged, and the caller may say so)."""
     to = recipients(professional)
     if not to:
-        return
+        return False
     with translation.override(settings.LANGUAGE_CODE):
         text = render_to_string(
             f"email/{event}.txt",
             {"professional": professional, "helpdesk_phone": settings.HELPDESK_PHONE},
         )
     subject, _, body = text.strip().partition("\n")
-    send_mail(subject.strip(), body.strip() + "\n", None, to)
+    try:
+        send_mail(subject.strip(), body.strip() + "\n", None, to)
+    except (OSError, smtplib.SMTPException) as error:
+        logger.error("email %s to professional %s not sent: %s", event, professional.pk, error)
+        return False
+    return True

@@ -63,8 +63,12 @@ def helpdesk_action(request, national_id, action):
         return render(request, "staff/action_reason.html", ctx)
     if request.POST.get("confirmed") != "yes":
         return render(request, "staff/action_confirm.html", ctx)
-    helpdesk.perform(request, chosen, professional, form.cleaned_data["reason"])
+    emailed = helpdesk.perform(request, chosen, professional, form.cleaned_data["reason"])
     messages.success(request, _("Done: %(action)s.") % {"action": chosen.title})
+    if not emailed:
+        messages.warning(
+            request, _("The email to the professional could not be sent: tell them by phone.")
+        )
     return redirect("helpdesk_professional", national_id=professional.national_id)
 
 

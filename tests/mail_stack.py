@@ -6,6 +6,7 @@ Every process is started on free loopback ports and stopped by its PID."""
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,9 +41,20 @@ def missing_packages() -> list[str]:
     return [path for path in NEEDED if not Path(path).exists()]
 
 
+class DeployTemplate(Template):
+    """deploy/'s placeholders are ${UPPER_CASE}; nginx's own $variables stay as they are."""
+
+    idpattern = r"[A-Z][A-Z0-9_]*"
+    flags = 0
+
+
 def render(template: Path, target: Path, **values) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(Template(template.read_text()).substitute(values))
+    text = DeployTemplate(template.read_text()).safe_substitute(values)
+    unfilled = sorted(set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", text)))
+    if unfilled:
+        raise KeyError(f"{template.name}: no value for {', '.join(unfilled)}")
+    target.write_text(text)
     return target
 
 
