@@ -27,7 +27,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.db import connections, transaction
 from django.views.decorators.debug import sensitive_variables
 
-from enrolment import audit, clock, indicators, mail_sessions, throttle
+from enrolment import audit, clock, indicators, mail_sessions, seeds, throttle
 from enrolment.credential import split_credential
 from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
 
@@ -190,6 +190,13 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
             if step is not None:
                 matched = candidate
                 break
+    if matched is None and _sealed_under_missing_keys(candidates):
+        # A seed the keyring cannot open (a key dropped or not deployed yet): the code may
+        # well be right. A temporary failure, so the client retries and nobody's back-off
+        # grows; the row is left as it is, for when the key is back.
+        decision = Decision(Outcome.TEMPFAIL, "seed_key_missing")
+        _audit(decision, attempt)
+        return decision
     # Whose login this is: the code's owner, else the holder of a personal mailbox.
     who = matched
     if who is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(candidates) == 1:
@@ -277,6 +284,11 @@ def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
         professional._state.adding = False
         candidates.append(Candidate(device, professional))
     return Mailbox(id=mailbox_id, kind=mailbox_kind, address=address), candidates
+
+
+def _sealed_under_missing_keys(candidates: list[Candidate]) -> bool:
+    keys = seeds.load_keyring().keys
+    return any(candidate.device.key_id not in keys for candidate in candidates)
 
 
 @sensitive_variables("password")

@@ -1,6 +1,7 @@
 """Faults on the real stack: PostgreSQL stopped under the running site (gunicorn)."""
 
 import secrets
+import threading
 import time
 
 import pytest
@@ -70,3 +71,65 @@ def test_postgres_stopped_gives_temporary_failures_then_recovers(site_on_private
         answer = ask(site, token, cached)
         time.sleep(0.2)
     assert answer == "ok"  # recovered without restarting the site
+
+
+def test_a_seed_under_a_missing_key_gives_temporary_failures_and_stays(claire, settings):
+    """The keyring lacks the key that a device was sealed under (dropped too early, or a
+    node deployed without the new key): that professional gets temporary failures, with
+    no back-off, and the row is kept for when the key is back."""
+    from enrolment import verifier
+    from enrolment.models import Device
+
+    sealed_under = Device.objects.get(pk=claire.device.pk).key_id
+    full_keyring = settings.SEED_KEYRING
+    other_only = keyring_json("other-key")
+    settings.SEED_KEYRING = other_only
+    answers = [
+        verifier.verify(claire.mailbox, claire.secret(), "192.0.2.10", "imap") for _ in range(5)
+    ]
+    assert {(a.outcome.value, a.reason) for a in answers} == {("tempfail", "seed_key_missing")}
+    device = Device.objects.get(pk=claire.device.pk)
+    assert (device.key_id, device.throttling_failure_count) == (sealed_under, 0)
+
+    settings.SEED_KEYRING = full_keyring
+    assert verifier.verify(claire.mailbox, claire.secret(), "192.0.2.10", "imap").ok
+
+
+def test_postgres_restarted_under_load_recovers_within_ten_seconds(site_on_private_postgres):
+    """Four clients keep logging in (a cached string, and a wrong one) while PostgreSQL
+    restarts: during the gap only temporary failures, never a wrong OK, and OKs again within
+    10 s of the database being back, without restarting the site."""
+    site, postgres, seed, token = site_on_private_postgres
+    cached = PASSWORD + totp.totp(seed, time.time())
+    assert ask(site, token, cached) == "ok"
+    answers, stop = [], threading.Event()
+
+    def client(n):
+        while not stop.is_set():
+            good = n % 2 == 0
+            secret = cached if good else f"{PASSWORD}-wrong-{n:06d}"
+            # The cached string from where it was accepted; the wrong one from elsewhere.
+            client_ip = "192.0.2.10" if good else f"192.0.2.{40 + n}"
+            answers.append((time.monotonic(), good, ask(site, token, secret, client_ip)))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)
+    postgres.stop()
+    time.sleep(2)
+    postgres.start()
+    back = time.monotonic()
+    time.sleep(11)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    wrong_ok = [a for a in answers if not a[1] and a[2] == "ok"]
+    assert wrong_ok == []
+    assert {outcome for _, _, outcome in answers} <= {"ok", "reject", "tempfail"}
+    good_after = [at for at, good, outcome in answers if good and outcome == "ok" and at > back]
+    assert good_after and good_after[0] - back < 10, "no OK within 10 s of the restart"
+    gap = [outcome for at, good, outcome in answers if good and outcome != "ok"]
+    assert set(gap) <= {"tempfail"}
+    print(f"\n{len(answers)} answers; first OK {good_after[0] - back:.1f} s after the restart")
