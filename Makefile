@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: install
 # Figures, not a test: see "Speed" in the README.
 bench: install
 	$(BIN)/python -m tests.bench_verify
+
+# Ten minutes of mixed load on two nodes behind nginx: errors, throughput, worker memory.
+soak: install
+	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -1,0 +1,152 @@
+"""A cluster for the scale-out test and the soak: PostgreSQL, two gunicorn nodes, nginx in
+front of them with deploy/nginx/web.conf as is, and a browser-like client for the staff
+pages over HTTPS."""
+
+import base64
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+from base64 import b32decode
+from pathlib import Path
+
+import psycopg
+import requests
+
+from enrolment import seeds, totp
+from tests.mail_stack import render, wait_for_port
+from tests.psc_standin import free_port
+from tests.servers import ROOT, Gunicorn, PrivatePostgres, manage, populate, site_environment
+
+MAILBOX, PASSWORD = "claire.martin@demo.mssante.fr", "Cheval-Agrafe-27"
+LUC = "luc.moreau@demo.mssante.fr"  # the one whose phone the helpdesk resets
+STAFF_PASSWORD = "Support-Deux-Noeuds-9"
+
+
+class Cluster:
+    """PostgreSQL, two gunicorn nodes and nginx in front (deploy/nginx/web.conf, with a
+    throw-away certificate), with Claire and Luc, their phones, and the staff member alice.
+    ``extra_people`` and ``env`` add professionals and settings (the soak uses both)."""
+
+    def __init__(
+        self, run_dir: Path, extra_people=(), durable=False, workers=2, https_port=None, **env
+    ):
+        self.postgres = PrivatePostgres(durable=durable).start()
+        self.postgres.create_database()
+        self.seed, self.luc_seed = seeds.new_seed(), seeds.new_seed()
+        self.token = secrets.token_urlsafe(32)
+        self.static = run_dir / "static"
+        env = site_environment(
+            self.postgres.url,
+            json.dumps(
+                {"active": "nodes1", "keys": {"nodes1": base64.b64encode(os.urandom(32)).decode()}}
+            ),
+            STATIC_ROOT=str(self.static),
+            EMAIL_PORT=str(free_port()),  # a mail server that is down
+            **env,
+        )
+        manage(env, "migrate", "-v", "0")
+        manage(env, "collectstatic", "--noinput", "-v", "0")  # as a deployment does
+        people = [
+            {"national_id": "899700000001", "mailbox": MAILBOX, "seed": self.seed.hex()},
+            {"national_id": "899700000003", "mailbox": LUC, "seed": self.luc_seed.hex()},
+        ]
+        people += list(extra_people)
+        populate(env, [{"password": PASSWORD, **person} for person in people], self.token)
+        manage(
+            env,
+            *("staff", "create", "alice", "--role", "helpdesk", "--password-stdin"),
+            stdin=STAFF_PASSWORD + "\n",
+        )
+        self.env = env
+        self.nodes = [Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)]
+        self.https_port, self.internal_port = https_port or free_port(), free_port()
+        self.url = f"https://localhost:{self.https_port}"
+        self.nginx = self._start_nginx(run_dir)
+
+    def _start_nginx(self, run_dir: Path):
+        self.cert = cert = run_dir / "cert.pem"
+        key = run_dir / "key.pem"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+                *("-keyout", str(key), "-out", str(cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        conf = render(
+            ROOT / "deploy" / "nginx" / "web.conf",
+            run_dir / "nginx.conf",
+            RUN_DIR=str(run_dir),
+            SERVER_NAME="localhost",
+            LISTEN_HTTPS=f"127.0.0.1:{self.https_port}",
+            LISTEN_INTERNAL=f"127.0.0.1:{self.internal_port}",
+            CERT=str(cert),
+            KEY=str(key),
+            STATIC_ROOT=str(self.static),
+            NODE_1=f"127.0.0.1:{self.nodes[0].port}",
+            NODE_2=f"127.0.0.1:{self.nodes[1].port}",
+        )
+        process = subprocess.Popen(
+            ["nginx", "-c", str(conf), "-p", str(run_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.https_port)
+        return process
+
+    def stop(self):
+        self.nginx.terminate()
+        self.nginx.wait(timeout=10)
+        for node in self.nodes:
+            node.stop()
+        self.postgres.destroy()
+
+    def verify(self, node: int, secret: str, client_ip="192.0.2.10", mailbox=MAILBOX) -> str:
+        answer = requests.post(
+            f"{self.nodes[node].url}/api/v1/verify",
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.token}"},
+            json={"mailbox": mailbox, "secret": secret, "client_ip": client_ip},
+        )
+        return answer.json()["outcome"]
+
+    def claims(self) -> int:
+        with psycopg.connect(self.postgres.url) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM enrolment_auditevent WHERE details->>'reason' = 'new_login'"
+            ).fetchone()[0]
+
+    def secret(self, at=None, seed=None) -> str:
+        return PASSWORD + totp.totp(seed or self.seed, time.time() if at is None else at)
+
+
+class StaffBrowser:
+    """The staff pages over HTTPS through nginx, as a browser would post them."""
+
+    def __init__(self, base: str, cert: Path):
+        self.base, self.session, self.cert = base, requests.Session(), str(cert)
+
+    def get(self, path: str):
+        return self.session.get(self.base + path, timeout=30, verify=self.cert)
+
+    def post(self, path: str, data: dict):
+        self.get(path)  # the form, and its CSRF cookie
+        form = {**data, "csrfmiddlewaretoken": self.session.cookies["csrftoken"]}
+        # Django checks the Referer of an HTTPS POST.
+        headers = {"Referer": self.base + path}
+        return self.session.post(
+            self.base + path, data=form, headers=headers, timeout=30, verify=self.cert
+        )
+
+    def log_in_and_enrol(self, username: str, password: str):
+        self.post("/staff/login/", {"username": username, "password": password})
+        page = self.get("/staff/enrol/")
+        key = re.search(r'id="secret">([A-Z2-7 ]+)</code>', page.text)[1].replace(" ", "")
+        seed = b32decode(key + "=" * (-len(key) % 8))
+        done = self.post("/staff/enrol/", {"code": totp.totp(seed, time.time())})
+        assert "Trouver un professionnel" in done.text, done.text[:500]
