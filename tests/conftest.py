@@ -149,3 +149,32 @@ def page(page):
     )
     yield page
     assert violations == []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def watched_secrets():
+    """Record every seed, password and code the suite uses, and every log line of this
+    process, for tests/test_zz_logs.py."""
+    import logging
+
+    from django.contrib.auth import base_user, hashers
+
+    from enrolment import models, totp, verifier
+    from tests import mail_fixtures, secret_watch
+
+    patch = pytest.MonkeyPatch()
+    new_seed, make_password, code = seeds.new_seed, hashers.make_password, totp.totp
+    patch.setattr(seeds, "new_seed", lambda: secret_watch.watch_seed(new_seed()))
+    patch.setattr(totp, "totp", lambda *a, **k: secret_watch.watch_code(code(*a, **k)))
+
+    def watched_make_password(password, *args, **kwargs):
+        secret_watch.watch_password(password)
+        return make_password(password, *args, **kwargs)
+
+    # Each module that imported make_password by name holds its own reference.
+    for module in (hashers, base_user, models, verifier, mail_fixtures):
+        patch.setattr(module, "make_password", watched_make_password)
+    handler = secret_watch.start_capturing_logs()
+    yield secret_watch
+    patch.undo()
+    logging.getLogger().removeHandler(handler)

@@ -22,6 +22,7 @@ from string import Template
 
 import pytest
 
+from tests import secret_watch
 from tests.psc_standin import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +123,7 @@ class MailStack:
     sink: SmtpSink | None = None
 
     def start(self, api_key: str) -> "MailStack":
+        secret_watch.register_log(self.run_dir)  # nginx's, Dovecot's and Postfix's logs
         os.chmod(self.run_dir, 0o755)  # noqa: S103  (Dovecot's and Postfix's users traverse it)
         mail = self.run_dir / "mail"
         mail.mkdir()

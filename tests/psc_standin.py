@@ -12,6 +12,8 @@ from urllib.parse import urljoin
 
 import requests
 
+from tests import secret_watch
+
 ROOT = Path(__file__).resolve().parent.parent
 PSC_DIR = ROOT / "deploy" / "dev-psc"
 CLIENT_SECRET = "test-portal-secret-" + "s" * 40
@@ -62,6 +64,7 @@ def start_standin(rp_url: str, log_path: Path) -> StandinPSC:
         "RP_CLIENT_SECRET": CLIENT_SECRET,
     }
     log = log_path.open("w")
+    secret_watch.register_log(log_path)
     process = subprocess.Popen(
         ["node", "psc.mjs"], cwd=PSC_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from tests import secret_watch
 from tests.mail_stack import wait_for_port
 from tests.psc_standin import free_port
 
@@ -154,6 +155,7 @@ class Gunicorn:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115  (open while gunicorn runs)
             prefix="gunicorn-", suffix=".log", delete=False
         )
+        secret_watch.register_log(self.log.name)
         self.process = subprocess.Popen(
             [
                 sys.executable,

@@ -1,0 +1,58 @@
+"""What the suite's secrets are, and where its log lines went, for the test that greps every
+log line for them (tests/test_zz_logs.py).
+
+Recorded while the suite runs: every seed made (enrolment.seeds.new_seed), every password
+hashed (make_password) and every code computed (enrolment.totp.totp) in the test process,
+plus the passwords the tests hand to other processes. Log lines: the test process's own
+(a file handler on the root logger), each gunicorn's log, and the logs of the session's
+stand-in PSC and mail stack.
+"""
+
+import base64
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+SEEN = {"seeds": set(), "passwords": set(), "codes": set()}
+PROCESS_LOG = Path(tempfile.gettempdir()) / f"mss-totp-test-process-{os.getpid()}.log"
+OTHER_LOGS: set[Path] = set()  # files or folders of other processes' logs
+
+
+def register_log(path) -> None:
+    OTHER_LOGS.add(Path(path))
+
+
+def passwords_given_to_other_processes() -> set[str]:
+    """The tests' PASSWORD constants: handed to manage.py or gunicorn, hashed over there."""
+    found = set()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("tests."):
+            for attribute, value in vars(module).items():
+                if "PASSWORD" in attribute and isinstance(value, str) and len(value) >= 6:
+                    found.add(value)
+    return found
+
+
+def watch_seed(seed: bytes) -> bytes:
+    SEEN["seeds"].update({seed.hex(), base64.b32encode(seed).decode().rstrip("=")})
+    return seed
+
+
+def watch_password(raw) -> None:
+    if isinstance(raw, str) and len(raw) >= 6:
+        SEEN["passwords"].add(raw)
+
+
+def watch_code(code: str) -> str:
+    SEEN["codes"].add(code)
+    return code
+
+
+def start_capturing_logs() -> logging.Handler:
+    handler = logging.FileHandler(PROCESS_LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    return handler
