@@ -289,3 +289,35 @@ def test_logout_goes_through_psc_end_session(portal, visitor, standin_psc):
     assert query["post_logout_redirect_uri"] == [f"{portal}/"]
     assert query["id_token_hint"][0].count(".") == 2
     assert logged_in_sessions() == []
+
+
+def test_psc_stopped_during_a_login_gets_a_clear_page_then_works_again(
+    live_server, demo_mailboxes, visitor, settings, tmp_path
+):
+    """The stand-in PSC process stops between the professional's login there and the
+    callback: a clear page, nobody half logged in; once PSC is back, the login works."""
+    from tests.psc_standin import start_standin
+
+    def psc_for_this_test():
+        psc = start_standin(live_server.url, tmp_path / "psc.log")
+        for name, value in psc.settings().items():
+            setattr(settings, name, value)
+        return psc
+
+    psc = psc_for_this_test()
+    try:
+        callback = follow_to_callback(visitor, authorize_url(visitor, live_server.url), DOCTOR)
+        psc.process.terminate()
+        psc.process.wait(timeout=10)
+
+        page = visitor.get(callback, timeout=10)
+        assert page.status_code == 503
+        assert "Pro Santé Connect cannot be reached" in page.text
+        assert_nothing_left_behind()
+
+        psc = psc_for_this_test()
+        home = log_in(visitor, f"{live_server.url}/oidc/authenticate/", DOCTOR)
+        assert "Claire Martin" in home.text
+    finally:
+        psc.process.terminate()
+        psc.process.wait(timeout=10)
