@@ -1,5 +1,6 @@
 """The professional's own pages: home, the enrolment wizard, the mail password."""
 
+import uuid
 from functools import wraps
 
 from django.conf import settings
@@ -165,17 +166,26 @@ def mail_sessions_page(request):
         revoked_at__isnull=True, expires_at__gt=timezone.now()
     )
     if request.method == "POST":
-        chosen = (
-            sessions
-            if request.POST.get("end") == "all"
-            else sessions.filter(pk=request.POST.get("end"))
-        )
+        chosen = _sessions_to_end(sessions, request.POST.get("end", ""))
+        if chosen is None:
+            messages.error(request, _("That session is not one of yours, or it has ended."))
+            return redirect("mail_sessions")
         ended = chosen.update(revoked_at=timezone.now(), revoked_reason="ended_by_professional")
         audit.record(request, "mail_session.end", outcome="ok", details={"count": ended})
         messages.success(request, _("Ended. That mail software must log in again with a new code."))
         return redirect("mail_sessions")
     ctx = {"sessions": sessions.select_related("mailbox").order_by("-last_seen_at")}
     return render(request, "enrolment/mail_sessions.html", ctx)
+
+
+def _sessions_to_end(sessions, choice: str):
+    """All of them, or the one chosen; None if the choice names no session id."""
+    if choice == "all":
+        return sessions
+    try:
+        return sessions.filter(pk=uuid.UUID(choice))
+    except ValueError:
+        return None
 
 
 @sensitive_post_parameters("password1", "password2")
