@@ -201,17 +201,24 @@ def main():
             secret = PASSWORD + totp.totp(bytes.fromhex(person["seed"]), time.time())
             assert soak.verify(http, person["mailbox"], secret, "192.0.2.60") == "ok"
             cached.append((person["mailbox"], secret))
-        memory = {}
-        # The start's figure after a minute of the load: templates compiled, statements
-        # prepared, connections open. Growth after that is what a leak would be.
-        sampler = threading.Timer(60, lambda: memory.setdefault("start", worker_memory(cluster)))
+        # Every worker's memory each minute. The first minute's figure is the start: by then
+        # templates are compiled, statements prepared, connections open; growth after that,
+        # and whether it levels off, is what a leak would show.
+        series = []
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.wait(60):
+                series.append(worker_memory(cluster))
+
+        sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.monotonic()
         soak.run(cached, logging_in)
         elapsed = time.monotonic() - started
-        sampler.cancel()
-        before = memory.get("start") or worker_memory(cluster)
-        after = worker_memory(cluster)
+        sampling.set()
+        series.append(worker_memory(cluster))
+        before, after = series[0], series[-1]
     finally:
         if cluster:
             cluster.stop()
@@ -224,9 +231,10 @@ def main():
     for kind, count in sorted(soak.done.items()):
         print(f"{kind:12} {count:8d} {count / elapsed:8.1f} {soak.errors[kind]:7d}")
     print(f"{'all':12} {total:8d} {total / elapsed:8.1f} {sum(soak.errors.values()):7d}")
-    print("\nworker memory (resident), MiB: after the first minute -> at the end")
+    print("\nworker memory (resident), MiB: after the first minute -> at the end (each minute)")
     for worker, mib in before.items():
-        print(f"  {worker}: {mib:.1f} -> {after.get(worker, float('nan')):.1f}")
+        minutes = " ".join(f"{sample.get(worker, float('nan')):.1f}" for sample in series)
+        print(f"  {worker}: {mib:.1f} -> {after.get(worker, float('nan')):.1f}  ({minutes})")
     for sample in soak.samples:
         print("error:", sample)
     return 1 if soak.errors else 0
