@@ -165,11 +165,25 @@ def latin1_safe(value: str) -> str:
     )
 
 
+# Everything the verify interfaces say on their own (a generated "retry" is not an echo).
+WHAT_THE_SITE_SAYS = " ".join(
+    [
+        '{"outcome": "reject", "retry_after": 1} {"outcome": "tempfail"}',
+        "[AUTHENTICATIONFAILED] Invalid login or password 535 5.7.8",
+        "[UNAVAILABLE] Temporary authentication failure, try again later 454 4.7.0",
+        "request body too large, request body is not JSON, request body must be a JSON object",
+        "'mailbox' 'secret' 'client_ip' must be a non-empty string",
+        "'protocol' must be one of imap, pop3, sieve, smtp, submission",
+        "a valid API key is required (Authorization: Bearer ...)",
+    ]
+)
+
+
 def assert_not_echoed(response, secret: str) -> None:
     """The secret is not in what the caller reads: the body and the answer's own headers
     (nginx's Auth-*, the API's X-Verify-Outcome), not the site-wide security headers."""
-    if len(secret) < 4:
-        return  # too short to tell an echo from a coincidence
+    if len(secret) < 12 or secret in WHAT_THE_SITE_SAYS:
+        return  # too short, or part of the site's own words: an echo cannot be told apart
     answer = [value for name, value in response.items() if name.startswith(("Auth-", "X-Verify"))]
     shown = response.content.decode("utf-8", "replace") + "\n".join(answer)
     assert secret not in shown
