@@ -119,19 +119,7 @@ def audit_trail(request):
     )
 
 
-EXPORT_FIELDS = [
-    "id",
-    "at",
-    "actor_kind",
-    "actor",
-    "action",
-    "target",
-    "outcome",
-    "client_ip",
-    "details",
-    "uid",
-    "mac",
-]
+EXPORT_FIELDS = audit_chain.ROW_FIELDS  # every column, the uid and MAC included
 
 
 @staff_required(AUDITOR)
@@ -155,6 +143,12 @@ def _filters(form) -> dict:
     return {key: str(value) for key, value in form.cleaned_data.items() if value}
 
 
+def _exported(row) -> dict:
+    record = dict(zip(EXPORT_FIELDS, row, strict=True))
+    record["at"] = record["at"].isoformat()
+    return record
+
+
 class _Echo:
     def write(self, value):
         return value
@@ -164,10 +158,9 @@ def _csv_lines(rows):
     writer = csv.writer(_Echo())
     yield writer.writerow(EXPORT_FIELDS)
     for row in rows:
-        values = list(row)
-        values[1] = values[1].isoformat()
-        values[8] = json.dumps(values[8], ensure_ascii=False, sort_keys=True)
-        yield writer.writerow([_inert(value) for value in values])
+        record = _exported(row)
+        record["details"] = json.dumps(record["details"], ensure_ascii=False, sort_keys=True)
+        yield writer.writerow([_inert(value) for value in record.values()])
 
 
 def _inert(value):
@@ -182,8 +175,7 @@ def _json_lines(rows):
     # One JSON array, written as it is read: an export of a year is not held in memory.
     yield "["
     for index, row in enumerate(rows):
-        record = dict(zip(EXPORT_FIELDS, row, strict=True))
-        record["at"] = record["at"].isoformat()
+        record = _exported(row)
         yield ("," if index else "") + "\n" + json.dumps(record, ensure_ascii=False)
     yield "\n]\n"
 

@@ -57,17 +57,18 @@ def log_in(client, member: StaffMember, at: float | None = None):
     return client
 
 
-@pytest.fixture
-def helpdesk_client(client, make_staff):
-    member = make_staff("alice", "helpdesk")
+def logged_in_staff(client, make_staff, username, role):
+    member = make_staff(username, role)
     log_in(client, member)
     client.member = member
     return client
+
+
+@pytest.fixture
+def helpdesk_client(client, make_staff):
+    return logged_in_staff(client, make_staff, "alice", "helpdesk")
 
 
 @pytest.fixture
 def auditor_client(client, make_staff):
-    member = make_staff("bruno", "auditor")
-    log_in(client, member)
-    client.member = member
-    return client
+    return logged_in_staff(client, make_staff, "bruno", "auditor")
