@@ -19,6 +19,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
@@ -38,13 +39,16 @@ ROLES = (HELPDESK, AUDITOR)
 VERIFIED_AT = "staff_verified_at"
 
 
-def has_role(user, role: str) -> bool:
-    return (
-        user.is_authenticated
-        and user.is_active
-        and not hasattr(user, "professional")
-        and user.groups.filter(name=role).exists()
-    )
+def roles_of(user) -> set[str]:
+    """The roles a staff member holds: their groups that are roles, by exact name."""
+    if not user.is_authenticated or not user.is_active or hasattr(user, "professional"):
+        return set()
+    return set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+
+
+def staff_roles(request) -> dict:
+    """Context processor: ``staff_roles`` for the staff menu, read only by pages that show it."""
+    return {"staff_roles": SimpleLazyObject(lambda: roles_of(request.user))}
 
 
 def staff_required(*roles: str):
@@ -62,7 +66,7 @@ def staff_required(*roles: str):
                 raise PermissionDenied  # a professional's PSC session is never staff
             if not user.is_verified():
                 return _to("staff_code", request)
-            if not any(has_role(user, role) for role in roles):
+            if not roles_of(user) & set(roles):
                 raise PermissionDenied
             return view(request, *args, **kwargs)
 

@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from django.contrib.auth.models import Group
 from django.test import Client
 
 from enrolment import totp
@@ -240,3 +241,17 @@ def test_the_admin_is_for_verified_superusers_and_hides_secrets(
         assert "ciphertext" not in html and "nonce" not in html
         assert professional.mail_password not in html
         assert "argon2" not in html
+
+
+def staff_menu(browser, url: str) -> set[str]:
+    html = browser.get(url).content.decode()
+    links = {"/helpdesk/": "Helpdesk", "/audit/": "Audit trail", "/helpdesk/summary/": "Summary"}
+    return {name for href, name in links.items() if f'href="{href}"' in html}
+
+
+def test_the_staff_menu_shows_the_roles_held_and_no_look_alike(make_staff):
+    auditor = make_staff("eve", "auditor")
+    auditor.user.groups.add(Group.objects.create(name="helpdesk-trainees"))  # not a role
+    assert staff_menu(log_in(Client(), auditor), "/audit/") == {"Audit trail", "Summary"}
+    helpdesk = log_in(Client(), make_staff("fred", "helpdesk"))
+    assert staff_menu(helpdesk, "/helpdesk/") == {"Helpdesk", "Summary"}
