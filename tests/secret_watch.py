@@ -4,13 +4,14 @@ log line for them (tests/test_zz_logs.py).
 Recorded while the suite runs: every seed made (enrolment.seeds.new_seed), every password
 hashed (make_password) and every code computed (enrolment.totp.totp) in the test process,
 plus the passwords the tests hand to other processes. Log lines: the test process's own
-(a file handler on the root logger), each gunicorn's log, and the logs of the session's
-stand-in PSC and mail stack.
+(a file handler on the root logger), each gunicorn's log, the logs of the session's
+stand-in PSC and mail stack, and those of the private PostgreSQL clusters.
 """
 
 import base64
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,15 @@ OTHER_LOGS: set[Path] = set()  # files or folders of other processes' logs
 
 def register_log(path) -> None:
     OTHER_LOGS.add(Path(path))
+
+
+def keep_log(path: Path) -> None:
+    """A copy of a log about to be deleted with its folder (a private PostgreSQL's), kept
+    for the grep when the suite is watching, that is when this process's log is captured."""
+    if PROCESS_LOG.exists() and path.exists():
+        kept = PROCESS_LOG.with_name(f"{PROCESS_LOG.stem}-kept-{len(OTHER_LOGS)}.log")
+        shutil.copyfile(path, kept)
+        register_log(kept)
 
 
 def passwords_given_to_other_processes() -> set[str]:

@@ -110,6 +110,7 @@ class PrivatePostgres:
     def destroy(self):
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop()
+        secret_watch.keep_log(self.dir / "server.log")  # for the suite's log grep
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
