@@ -9,6 +9,7 @@ the ratios of (b), (c), (d) to (a). Figures, not a pass/fail test.
 
 import argparse
 import base64
+import functools
 import http.client
 import itertools
 import json
@@ -210,8 +211,8 @@ def main():
             for _ in range(options.rounds)
         ]
         after_hash = commit_after_hash(postgres, shared_hash)
-        sent = 1 + sum(figures["n"] for figures in rounds["(c) new login"])
-        sent += sum(figures["logins"] for figures in alone)
+        sent = 1 + sum(result["n"] for result in rounds["(c) new login"])
+        sent += sum(result["logins"] for result in alone)
         audited = new_logins_audited(postgres)
     finally:
         if site:
@@ -232,14 +233,20 @@ def main():
     return 0
 
 
+def argon2_check(shared_hash: str):
+    """One Argon2id check of the benchmark's password against the site's hash, as the site
+    makes it (with its parameters), outside the site."""
+    phc = shared_hash.removeprefix("argon2")  # Django's "argon2" + the PHC string
+    return functools.partial(argon2.PasswordHasher().verify, phc, PASSWORD)
+
+
 def commit_after_hash(postgres, shared_hash: str) -> dict[str, float]:
     """The median time of a one-row INSERT in autocommit, back to back, after a sleep, and
     after an Argon2id check: what a new login's statements pay for following the hash."""
-    hasher, phc = argon2.PasswordHasher(), shared_hash.removeprefix("argon2")
     pauses = {
         "back to back": lambda: None,
         "after a sleep": lambda: time.sleep(0.015),
-        "after a hash": lambda: hasher.verify(phc, PASSWORD),
+        "after a hash": argon2_check(shared_hash),
     }
     medians = {}
     with psycopg.connect(postgres.url, autocommit=True) as connection:
@@ -272,12 +279,11 @@ def lone_round(site, postgres, people: list[dict], shared_hash: str) -> dict:
     other load weighs on the three alike; a new login's cost beyond the hash and the HTTP
     stack is the difference, in wall-clock time and in the CPU time of the site's workers
     and of PostgreSQL's processes."""
-    hasher = argon2.PasswordHasher()
-    phc = shared_hash.removeprefix("argon2")  # Django's "argon2" + the PHC string
+    check = argon2_check(shared_hash)
     checks, cpu = [], time.process_time()
     for _ in range(15):
         started = time.perf_counter()
-        hasher.verify(phc, PASSWORD)
+        check()
         checks.append(time.perf_counter() - started)
     hash_cpu = (time.process_time() - cpu) / len(checks) * 1000
     login, login_cpu = measured(site, postgres, "new_login", people)
