@@ -26,6 +26,11 @@ class CodeForm(forms.Form):
         return code
 
 
+class EnrolmentTokenForm(forms.Form):
+    # The template writes the input (templates/staff/enrol_token.html).
+    token = forms.CharField(label=_("Enrolment token"), max_length=64)
+
+
 class MailPasswordForm(forms.Form):
     password1 = forms.CharField(
         label=_("New mail password"),

@@ -271,6 +271,23 @@ class ApiKey(models.Model):
         return self.name
 
 
+class StaffEnrolmentToken(models.Model):
+    """The one-time token a staff account needs, besides its password, to enrol its phone:
+    given out of band by whoever created the account or reset its phone (manage.py staff), so
+    that a password alone never becomes a second factor. Only a SHA-256 of the token is kept
+    (120 random bits: a fast hash is enough)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_enrolment_token"
+    )
+    token_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.user} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
 class AddressThrottle(models.Model):
     """A token bucket per client address: every failed mail login spends a token; an address
     with none left is refused before any password hashing (DESIGN §5.4)."""

@@ -222,6 +222,8 @@ AUTHENTICATION_BACKENDS = [
 STAFF_AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Destructive helpdesk actions need the staff member's code typed within this long.
 STAFF_RECENT_LOGIN_SECONDS = env_int("STAFF_RECENT_LOGIN_SECONDS", 900, minimum=30)
+# How long the one-time token for a staff account's phone enrolment stays valid.
+STAFF_ENROLMENT_TOKEN_HOURS = env_int("STAFF_ENROLMENT_TOKEN_HOURS", 72, minimum=1)
 # Bearer token of the Prometheus endpoint (/internal/metrics); without one it answers 404.
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
 LOGIN_URL = "oidc_authentication_init"

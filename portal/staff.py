@@ -1,5 +1,6 @@
 """Staff login: a Django account's password, then its own TOTP code (django-otp, on our
-encrypted Device), with enrolment of the phone on the first login. Roles are Django groups.
+encrypted Device), with enrolment of the phone on the first login, which also needs the
+account's one-time enrolment token (enrolment/staff_tokens.py). Roles are Django groups.
 
 A staff session is "verified" (django-otp's OTPMiddleware) only after the code; every staff
 page needs that and a role, and destructive actions also need a code typed within the last
@@ -26,9 +27,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django_otp import login as otp_login
 
-from enrolment import audit, enrolling, throttle, totp
+from enrolment import audit, enrolling, staff_tokens, throttle, totp
 from enrolment.enrolling import Outcome
-from enrolment.forms import CodeForm
+from enrolment.forms import CodeForm, EnrolmentTokenForm
 from enrolment.mail_sessions import throttle_source
 from enrolment.models import Device
 
@@ -169,7 +170,7 @@ def _password_step_done(view):
 
     @wraps(view)
     @never_cache
-    @sensitive_post_parameters("code")
+    @sensitive_post_parameters("code", "token")
     def wrapper(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return _to("staff_login", request)
@@ -228,6 +229,7 @@ def _check_staff_code(user, code: str) -> tuple[str, Device]:
 
 
 PENDING = "staff_pending_device"
+ENROLMENT_ALLOWED = "staff_enrolment_allowed"  # the id of the token presented
 
 
 @_password_step_done
@@ -239,6 +241,8 @@ def staff_enrol(request):
     gets confirmed here."""
     if Device.objects.filter(user=request.user, confirmed=True).exists():
         return redirect(f"{reverse('staff_code')}?{urlencode({'next': _next_url(request)})}")
+    if not _token_presented(request):
+        return _ask_for_token(request)
     form = CodeForm(request.POST or None)
     if request.method == "POST":
         device = _owned_pending_device(request)
@@ -252,7 +256,9 @@ def staff_enrol(request):
         result = enrolling.confirm_enrolment(device, form.cleaned_data["code"])
         if result.outcome is Outcome.CONFIRMED:
             device.refresh_from_db()
+            staff_tokens.spend(request.user)
             request.session.pop(PENDING, None)
+            request.session.pop(ENROLMENT_ALLOWED, None)
             _tell_staff_member(request.user)
             return _verified(request, device, "staff.enrolment")
         audit.record(request, "staff.enrolment", outcome=result.outcome.value)
@@ -275,6 +281,38 @@ def staff_enrol(request):
         "secret_text": enrolling.grouped(totp.base32_secret(seed)),
     }
     return render(request, "staff/enrol.html", ctx)
+
+
+def _token_presented(request) -> bool:
+    presented = request.session.get(ENROLMENT_ALLOWED)
+    return presented is not None and staff_tokens.live_token(request.user, presented) is not None
+
+
+@sensitive_variables("form")
+def _ask_for_token(request):
+    """Before any key is shown: the one-time token given with the account. A wrong one spends
+    the address's budget, as a wrong password does."""
+    form = EnrolmentTokenForm(request.POST or None)
+    wait = _address_wait(request) if request.method == "POST" else 0
+    if wait:
+        form.add_error(None, _too_many(wait))
+    elif request.method == "POST" and form.is_valid():
+        token = staff_tokens.check(request.user, form.cleaned_data["token"])
+        if token is not None:
+            request.session[ENROLMENT_ALLOWED] = token.pk
+            audit.record(request, "staff.enrolment_token", outcome="ok")
+            return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
+        _spend_address_budget(request)
+        audit.record(request, "staff.enrolment_token", outcome="reject")
+        form.add_error(
+            "token",
+            _(
+                "This enrolment token is not right, or it expired. Type it as you were given "
+                "it, or ask your security officer for a new one."
+            ),
+        )
+    ctx = {"form": form, "next": _next_url(request)}
+    return render(request, "staff/enrol_token.html", ctx, status=429 if wait else 200)
 
 
 def _owned_pending_device(request) -> Device | None:

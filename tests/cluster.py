@@ -55,11 +55,12 @@ class Cluster:
         ]
         people += list(extra_people)
         populate(env, [{"password": PASSWORD, **person} for person in people], self.token)
-        manage(
+        created = manage(
             env,
             *("staff", "create", "alice", "--role", "helpdesk", "--password-stdin"),
             stdin=STAFF_PASSWORD + "\n",
         )
+        self.staff_token = re.search(r"enrolment token, valid until .*: (\S+)", created)[1]
         self.env = env
         self.nodes = [Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)]
         self.https_port, self.internal_port = https_port or free_port(), free_port()
@@ -143,8 +144,9 @@ class StaffBrowser:
             self.base + path, data=form, headers=headers, timeout=30, verify=self.cert
         )
 
-    def log_in_and_enrol(self, username: str, password: str):
+    def log_in_and_enrol(self, username: str, password: str, token: str):
         self.post("/staff/login/", {"username": username, "password": password})
+        self.post("/staff/enrol/", {"token": token})
         page = self.get("/staff/enrol/")
         key = re.search(r'id="secret">([A-Z2-7 ]+)</code>', page.text)[1].replace(" ", "")
         seed = b32decode(key + "=" * (-len(key) % 8))

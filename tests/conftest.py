@@ -153,19 +153,21 @@ def page(page):
 
 @pytest.fixture(scope="session", autouse=True)
 def watched_secrets():
-    """Record every seed, password and code the suite uses, and every log line of this
-    process, for tests/test_zz_logs.py."""
+    """Record every seed, password, code and staff enrolment token the suite uses, and every
+    log line of this process, for tests/test_zz_logs.py."""
     import logging
 
     from django.contrib.auth import base_user, hashers
 
-    from enrolment import models, totp, verifier
+    from enrolment import models, staff_tokens, totp, verifier
     from tests import mail_fixtures, secret_watch
 
     patch = pytest.MonkeyPatch()
     new_seed, make_password, code = seeds.new_seed, hashers.make_password, totp.totp
     patch.setattr(seeds, "new_seed", lambda: secret_watch.watch_seed(new_seed()))
     patch.setattr(totp, "totp", lambda *a, **k: secret_watch.watch_code(code(*a, **k)))
+    issue = staff_tokens.issue
+    patch.setattr(staff_tokens, "issue", lambda user: secret_watch.watch_token(issue(user)))
 
     def watched_make_password(password, *args, **kwargs):
         secret_watch.watch_password(password)

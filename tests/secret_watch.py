@@ -2,7 +2,8 @@
 log line for them (tests/test_zz_logs.py).
 
 Recorded while the suite runs: every seed made (enrolment.seeds.new_seed), every password
-hashed (make_password) and every code computed (enrolment.totp.totp) in the test process,
+hashed (make_password), every code computed (enrolment.totp.totp) and every staff enrolment
+token issued (enrolment.staff_tokens.issue) in the test process,
 plus the passwords the tests hand to other processes. Log lines: the test process's own
 (a file handler on the root logger), each gunicorn's log, the logs of the session's
 stand-in PSC and mail stack, and those of the private PostgreSQL clusters.
@@ -16,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SEEN = {"seeds": set(), "passwords": set(), "codes": set()}
+SEEN = {"seeds": set(), "passwords": set(), "codes": set(), "tokens": set()}
 PROCESS_LOG = Path(tempfile.gettempdir()) / f"mss-totp-test-process-{os.getpid()}.log"
 OTHER_LOGS: set[Path] = set()  # files or folders of other processes' logs
 
@@ -53,6 +54,12 @@ def watch_seed(seed: bytes) -> bytes:
 def watch_password(raw) -> None:
     if isinstance(raw, str) and len(raw) >= 6:
         SEEN["passwords"].add(raw)
+
+
+def watch_token(issued: tuple) -> tuple:
+    token = issued[0]
+    SEEN["tokens"].update({token, token.replace("-", "")})
+    return issued
 
 
 def watch_code(code: str) -> str:

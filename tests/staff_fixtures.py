@@ -1,5 +1,5 @@
-"""Staff members with a role and an enrolled phone, and a client logged in through the real
-staff login (password, then code)."""
+"""Staff members with a role and an enrolled phone (or, not enrolled, their one-time enrolment
+token), and a client logged in through the real staff login (password, then code)."""
 
 import time
 from dataclasses import dataclass, field
@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from enrolment import seeds, totp
+from enrolment import seeds, staff_tokens, totp
 from enrolment.models import Device
 
 STAFF_PASSWORD = "Helpdesk-Passe-2026"
@@ -19,6 +19,7 @@ class StaffMember:
     user: object
     password: str = field(repr=False)
     seed: bytes | None = field(repr=False)
+    enrolment_token: str | None = field(default=None, repr=False)
 
     def code(self, at: float | None = None) -> str:
         return totp.totp(self.seed, time.time() if at is None else at)
@@ -35,13 +36,15 @@ def make_staff(db, django_user_model):
             user.save()
         for role in roles:
             user.groups.add(Group.objects.get_or_create(name=role)[0])
-        seed = None
-        if enrolled:
+        seed = token = None
+        if not enrolled:
+            token, _row = staff_tokens.issue(user)
+        else:
             seed = seeds.new_seed()
             device = Device(user=user, name="FreeOTP", confirmed=True, confirmed_at=timezone.now())
             device.set_seed(seed)
             device.save()
-        return StaffMember(user, STAFF_PASSWORD, seed)
+        return StaffMember(user, STAFF_PASSWORD, seed, token)
 
     return make
 
@@ -55,6 +58,12 @@ def log_in(client, member: StaffMember, at: float | None = None):
     response = client.post(response["Location"], {"code": member.code(at)})
     assert response.status_code == 302, response.content[:500]
     return client
+
+
+def present_token(client, member: StaffMember, typed: str | None = None):
+    """The enrolment page's first step: the account's one-time token (or ``typed``)."""
+    token = member.enrolment_token if typed is None else typed
+    return client.post("/staff/enrol/", {"token": token})
 
 
 def logged_in_staff(client, make_staff, username, role):

@@ -1,8 +1,10 @@
 """The helpdesk in Debian's Chromium: a helpdesk member logs in with password and code, finds
 a professional by mailbox and resets the lost phone with a reason. The professional's mail
 client is refused at once through nginx's mail proxy, the professional gets the email, and
-the audit trail names who did it and why. axe-core checks every staff page on the way."""
+the audit trail names who did it and why; a new staff member enrols a phone with the
+account's enrolment token. axe-core checks every staff page on the way."""
 
+import base64
 import re
 import time
 
@@ -10,6 +12,7 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Page, expect
 
+from enrolment import totp
 from enrolment.models import AuditEvent
 from tests.browser_tools import axe_violations
 from tests.mail_clients import imap_login
@@ -80,3 +83,31 @@ def test_helpdesk_resets_a_lost_phone(
     event = AuditEvent.objects.get(action="helpdesk.reset-device")
     assert (event.actor, event.target, event.details["reason"]) == ("alice", "899700000001", REASON)
     assert violations == {url: [] for url in violations}
+
+
+def test_a_new_staff_member_enrols_a_phone_with_the_enrolment_token(
+    page: Page, live_server, make_staff
+):
+    dora = make_staff("dora", "helpdesk", enrolled=False)
+    violations = {}
+    page.goto(f"{live_server.url}/staff/login/")
+    page.get_by_label("Identifiant").fill("dora")
+    page.get_by_label("Mot de passe").fill(dora.password)
+    page.get_by_role("button", name="Suivant").click()
+
+    # The password alone shows no key: the token first, typed as people do.
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Le téléphone de votre compte d'exploitation"
+    )
+    expect(page.locator("#secret")).to_have_count(0)
+    violations["token"] = axe_violations(page)
+    page.get_by_label("Jeton d'enrôlement").fill(dora.enrolment_token.lower().replace("-", " "))
+    page.get_by_role("button", name="Continuer").click()
+
+    key = page.locator("#secret").inner_text().replace(" ", "")
+    violations["key"] = axe_violations(page)
+    seed = base64.b32decode(key + "=" * (-len(key) % 8))
+    page.get_by_label("Code à 6 chiffres affiché par FreeOTP").fill(totp.totp(seed, time.time()))
+    page.get_by_role("button", name="Confirmer").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Trouver un professionnel")
+    assert violations == {"token": [], "key": []}

@@ -2,17 +2,21 @@
 every staff page, the recent-code rule, and the admin behind it all."""
 
 import base64
+import io
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 
-from enrolment import totp
-from enrolment.models import AuditEvent, Device
+from enrolment import staff_tokens, totp
+from enrolment.models import AuditEvent, Device, StaffEnrolmentToken
 from portal.staff import VERIFIED_AT
-from tests.staff_fixtures import STAFF_PASSWORD, log_in
+from tests.staff_fixtures import STAFF_PASSWORD, log_in, present_token
 
 pytestmark = pytest.mark.django_db
 
@@ -114,6 +118,7 @@ def test_a_staff_key_belongs_to_one_browser_session(make_staff, mailoutbox):
     first, second = Client(), Client()
     for browser in (first, second):
         browser.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+        present_token(browser, chloe)
     first_key = shown_key(first.get("/staff/enrol/"))
     second_key = shown_key(second.get("/staff/enrol/"))
     assert first_key != second_key
@@ -136,10 +141,14 @@ def shown_key(page) -> bytes:
 
 
 def test_first_login_enrols_the_staff_phone(client, make_staff):
-    make_staff("chloe", "auditor", enrolled=False)
+    chloe = make_staff("chloe", "auditor", enrolled=False)
     client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
     page = client.get("/staff/code/?next=/audit/", follow=True)
     assert page.redirect_chain[-1][0].startswith("/staff/enrol/")
+    assert 'name="token"' in page.content.decode()
+    page = client.post(
+        page.redirect_chain[-1][0], {"token": chloe.enrolment_token.lower()}, follow=True
+    )
     html = page.content.decode()
     assert "<svg" in html and "otpauth://totp/" in html
     secret = re.search(r'<code class="secret" id="secret">([A-Z2-7 ]+)</code>', html)[1]
@@ -151,6 +160,80 @@ def test_first_login_enrols_the_staff_phone(client, make_staff):
     assert Device.objects.get(user__username="chloe").confirmed
     # Enrolled: the page with the key is gone for good.
     assert client.get("/staff/enrol/")["Location"].startswith("/staff/code/")
+
+
+def test_a_password_alone_never_shows_a_staff_key(client, make_staff):
+    chloe = make_staff("chloe", "auditor", enrolled=False)
+    client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+    pages = [
+        client.get("/staff/enrol/"),
+        present_token(client, chloe, typed="AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"),
+        client.post("/staff/enrol/", {"code": "123456"}),  # a code instead of the token
+    ]
+    for page in pages:
+        html = page.content.decode()
+        assert 'name="token"' in html
+        assert "<svg" not in html and "otpauth://" not in html and 'id="secret"' not in html
+    assert "n&#x27;est pas le bon, ou il a expiré" in pages[1].content.decode()
+    assert "Ce champ est obligatoire" in pages[2].content.decode()
+    assert not Device.objects.exists()  # no key was even made
+    refusals = AuditEvent.objects.filter(action="staff.enrolment_token", outcome="reject")
+    assert refusals.count() == 1
+    assert "AAAA" not in str([event.details for event in refusals])
+
+
+def test_an_expired_token_is_refused(client, make_staff):
+    chloe = make_staff("chloe", "auditor", enrolled=False)
+    StaffEnrolmentToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+    page = present_token(client, chloe)
+    assert "n&#x27;est pas le bon, ou il a expiré" in page.content.decode()
+    assert "<svg" not in page.content.decode()
+
+
+def test_a_new_token_replaces_the_one_a_browser_presented(client, make_staff):
+    chloe = make_staff("chloe", "auditor", enrolled=False)
+    client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+    present_token(client, chloe)
+    key = shown_key(client.get("/staff/enrol/"))
+    staff_tokens.issue(chloe.user)  # the security officer gives a new one
+    refused = client.post("/staff/enrol/", {"code": totp.totp(key, time.time())})
+    assert 'name="token"' in refused.content.decode()
+    assert not Device.objects.filter(confirmed=True).exists()
+
+
+def test_the_staff_command_gives_a_token_with_each_account_and_phone_reset(client, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(STAFF_PASSWORD + "\n"))
+    token = token_printed("create", "dora", "--role", "helpdesk", "--password-stdin")
+    client.post("/staff/login/", {"username": "dora", "password": STAFF_PASSWORD})
+    client.post("/staff/enrol/", {"token": token})
+    key = shown_key(client.get("/staff/enrol/"))
+    assert client.post("/staff/enrol/", {"code": totp.totp(key, time.time())}).status_code == 302
+    assert not StaffEnrolmentToken.objects.exists()  # spent by the enrolment
+
+    with pytest.raises(CommandError, match="has a phone already"):
+        call_command("staff", "enrolment-token", "dora")
+    new_token = token_printed("reset-phone", "dora")
+    assert new_token != token and not Device.objects.filter(user__username="dora").exists()
+    again = Client()
+    again.post("/staff/login/", {"username": "dora", "password": STAFF_PASSWORD})
+    assert 'name="token"' in present_token_text(again, token)  # the old one is gone
+    assert 'id="secret"' in present_token_text(again, new_token, follow=True)
+    trail = AuditEvent.objects.filter(action="staff.enrolment_token")
+    assert trail.filter(actor="manage.py staff").count() == 2
+    assert not [event for event in AuditEvent.objects.all() if token in str(event.details)]
+
+
+def token_printed(*args) -> str:
+    out = io.StringIO()
+    call_command("staff", *args, stdout=out)
+    return re.search(
+        r"One-time enrolment token, valid until [^:]+:\d\d [A-Z]+: (\S+)", out.getvalue()
+    )[1]
+
+
+def present_token_text(browser, token: str, follow: bool = False) -> str:
+    return browser.post("/staff/enrol/", {"token": token}, follow=follow).content.decode()
 
 
 @pytest.mark.parametrize("role", ["helpdesk", "auditor"])

@@ -57,7 +57,7 @@ def test_a_reset_through_one_node_is_effective_on_both(cluster):
     assert cluster.verify(1, cached, mailbox=LUC) == "ok"
 
     browser = StaffBrowser(f"https://localhost:{cluster.https_port}", cluster.cert)
-    browser.log_in_and_enrol("alice", STAFF_PASSWORD)
+    browser.log_in_and_enrol("alice", STAFF_PASSWORD, cluster.staff_token)
     page = browser.post(
         "/helpdesk/professionals/899700000003/reset-device/",
         {"reason": "Téléphone perdu, appel vérifié, ticket 31", "confirmed": "yes"},

@@ -22,6 +22,7 @@ def test_no_secret_in_any_log_line(capsys):
     texts = {text: "seed" for text in seen["seeds"]}
     texts |= {text: "password" for text in seen["passwords"]}
     texts |= {text: "password" for text in secret_watch.passwords_given_to_other_processes()}
+    texts |= {text: "enrolment token" for text in seen["tokens"]}
     # A code alone is six digits: looked for in our own lines only, as a whole token (other
     # programs' lines hold pids and ports).
     code = re.compile(r"(?<![\w.:])(\d{6})(?![\w.])")
@@ -38,8 +39,8 @@ def test_no_secret_in_any_log_line(capsys):
                 found += [(path.name, number, "code")] * len(codes)
     with capsys.disabled():  # in every run's output
         print(
-            f"\n{lines} log lines in {files} files checked for {len(texts)} seeds and "
-            f"passwords and {len(seen['codes'])} codes"
+            f"\n{lines} log lines in {files} files checked for {len(texts)} seeds, "
+            f"passwords and enrolment tokens and {len(seen['codes'])} codes"
         )
     assert found == []
     assert lines > 0 and texts and seen["codes"]  # the suite did log, and did use secrets

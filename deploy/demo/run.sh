@@ -31,10 +31,16 @@ mkdir -p var
 [ -f "$SEED_KEYRING_FILE" ] || $PY manage.py seed_key new --file "$SEED_KEYRING_FILE"
 $PY manage.py migrate --verbosity 0
 $PY manage.py import_mailboxes deploy/demo/mailboxes.csv
-# A staff account for the helpdesk and audit pages; its first login enrols FreeOTP.
+# A staff account for the helpdesk and audit pages; its first login enrols FreeOTP, with the
+# one-time enrolment token that each start gives it until then.
 DEMO_STAFF_PASSWORD=${DEMO_STAFF_PASSWORD:-Violon-Agrafe-Tulipe-7}
 $PY manage.py staff list | grep -q '^demo-helpdesk' || printf '%s\n' "$DEMO_STAFF_PASSWORD" |
   $PY manage.py staff create demo-helpdesk --role helpdesk --role auditor --password-stdin >/dev/null
+staff_enrolment="its phone is enrolled"
+if $PY manage.py staff list | grep -q "^demo-helpdesk	[^	]*	-	"; then
+  token=$($PY manage.py staff enrolment-token demo-helpdesk | sed -n 's/^One-time enrolment token.*: //p')
+  staff_enrolment="the first login asks for the one-time enrolment token ${token}, then enrols FreeOTP for the staff code"
+fi
 
 pids=()
 stop() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -87,7 +93,7 @@ cat <<TXT
     Luc Moreau     899700000003  nurse, shares accueil@clinique-demo.mssante.fr
     Paul Inconnu   899700000099  known to PSC, unknown to this operator (refused)
   Staff: ${SITE}/staff/login/ as demo-helpdesk, password ${DEMO_STAFF_PASSWORD} (the demo's
-  own, from DEMO_STAFF_PASSWORD); the first login enrols FreeOTP for the staff code.
+  own, from DEMO_STAFF_PASSWORD); ${staff_enrolment}.
   Logs: var/demo-portal.log, var/demo-psc.log. Ctrl-C stops the demo.
 
 TXT

@@ -7,10 +7,14 @@ Example usage::
     manage.py staff grant alice auditor
     manage.py staff revoke alice helpdesk
     manage.py staff reset-phone alice               # a lost phone: enrols again at next login
+    manage.py staff enrolment-token alice           # a new one-time token (the last expired)
     manage.py staff disable alice
     manage.py staff list
 
-Every change is in the audit trail, as done by the system account of this command.
+``create``, ``reset-phone`` and ``enrolment-token`` print the one-time token the staff member
+needs, besides the password, to enrol a phone: give it to them by another way than the
+password. Every change is in the audit trail (never the token), as done by the system account
+of this command.
 """
 
 import getpass
@@ -22,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from enrolment import audit
+from enrolment import audit, staff_tokens
 from enrolment.models import AuditEvent, Device
 from portal.staff import ROLES
 
@@ -42,6 +46,9 @@ class Command(BaseCommand):
             command.add_argument("username")
             command.add_argument("role", choices=ROLES)
         sub.add_parser("reset-phone", help="remove the staff phone").add_argument("username")
+        sub.add_parser(
+            "enrolment-token", help="a new one-time token to enrol a phone"
+        ).add_argument("username")
         sub.add_parser("disable", help="no more login").add_argument("username")
         sub.add_parser("list", help="staff accounts and their roles")
 
@@ -60,10 +67,9 @@ class Command(BaseCommand):
             for name in role:
                 user.groups.add(_group(name))
             self._audit("staff.create", username, {"roles": sorted(role)})
-        self.stdout.write(
-            f"Staff account {username!r} created ({', '.join(role)}). At the first login it "
-            "enrols a phone for its codes."
-        )
+            token = self._issue_token(user)
+        self.stdout.write(f"Staff account {username!r} created ({', '.join(role)}).")
+        self._tell_token(token)
 
     def handle_grant(self, username, role, **options):
         _staff(username).groups.add(_group(role))
@@ -76,10 +82,22 @@ class Command(BaseCommand):
         self.stdout.write(f"{username}: {role} revoked.")
 
     def handle_reset_phone(self, username, **options):
-        _, per_model = Device.objects.filter(user=_staff(username)).delete()
-        removed = per_model.get(Device._meta.label, 0)
-        self._audit("staff.reset_phone", username, {"devices_removed": removed})
-        self.stdout.write(f"{username}: phone removed; the next login enrols a new one.")
+        user = _staff(username)
+        with transaction.atomic():
+            _, per_model = Device.objects.filter(user=user).delete()
+            removed = per_model.get(Device._meta.label, 0)
+            self._audit("staff.reset_phone", username, {"devices_removed": removed})
+            token = self._issue_token(user)
+        self.stdout.write(f"{username}: phone removed.")
+        self._tell_token(token)
+
+    def handle_enrolment_token(self, username, **options):
+        user = _staff(username)
+        if Device.objects.filter(user=user, confirmed=True).exists():
+            raise CommandError(f"{username} has a phone already (reset-phone removes it)")
+        with transaction.atomic():
+            token = self._issue_token(user)
+        self._tell_token(token)
 
     def handle_disable(self, username, **options):
         user = _staff(username)
@@ -95,6 +113,21 @@ class Command(BaseCommand):
             phone = "phone" if Device.objects.filter(user=user, confirmed=True).exists() else "-"
             state = "active" if user.is_active else "disabled"
             self.stdout.write(f"{user.username}\t{roles or '-'}\t{phone}\t{state}")
+
+    def _issue_token(self, user) -> tuple[str, object]:
+        token, row = staff_tokens.issue(user)
+        self._audit(
+            "staff.enrolment_token", user.get_username(), {"expires_at": str(row.expires_at)}
+        )
+        return token, row
+
+    def _tell_token(self, issued) -> None:
+        token, row = issued
+        self.stdout.write(
+            f"One-time enrolment token, valid until {row.expires_at:%Y-%m-%d %H:%M %Z}: {token}\n"
+            "Give it to the staff member by another way than the password: the first login "
+            "asks for it before it shows the key for the phone."
+        )
 
     def _read_password(self, user, from_stdin: bool) -> str:
         if from_stdin:
