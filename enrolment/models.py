@@ -274,8 +274,8 @@ class ApiKey(models.Model):
 class StaffEnrolmentToken(models.Model):
     """The one-time token a staff account needs, besides its password, to enrol its phone:
     given out of band by whoever created the account or reset its phone (manage.py staff), so
-    that a password alone never becomes a second factor. Only a SHA-256 of the token is kept
-    (120 random bits: a fast hash is enough)."""
+    that a password alone never becomes a second factor (enrolment/staff_tokens.py). Only a
+    SHA-256 of the token is kept (120 random bits: a fast hash is enough)."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_enrolment_token"
@@ -283,6 +283,8 @@ class StaffEnrolmentToken(models.Model):
     token_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
+    # When a browser session presented it: that session may enrol, no other one.
+    presented_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.user} until {self.expires_at:%Y-%m-%d %H:%M}"

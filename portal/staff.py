@@ -229,36 +229,33 @@ def _check_staff_code(user, code: str) -> tuple[str, Device]:
 
 
 PENDING = "staff_pending_device"
-ENROLMENT_ALLOWED = "staff_enrolment_allowed"  # the id of the token presented
+PRESENTED_TOKEN = "staff_presented_token"  # noqa: S105  (the session key of the token's id)
 
 
 @_password_step_done
 @sensitive_variables("seed", "uri")
 def staff_enrol(request):
     """First login: a phone for this staff account, confirmed by its first code. The key is
-    made for this browser session only: another session with the same password gets
-    another key, which replaces this one, so a key seen elsewhere is never the one that
-    gets confirmed here."""
+    shown only to the browser session that presented the account's enrolment token, and
+    made for that session alone."""
     if Device.objects.filter(user=request.user, confirmed=True).exists():
         return redirect(f"{reverse('staff_code')}?{urlencode({'next': _next_url(request)})}")
-    if not _token_presented(request):
+    if staff_tokens.presented_token(request.user, request.session.get(PRESENTED_TOKEN)) is None:
         return _ask_for_token(request)
     form = CodeForm(request.POST or None)
-    if request.method == "POST":
-        device = _owned_pending_device(request)
-        if device is None:
-            # Another browser with this password showed a newer key: this one is gone.
-            ctx = {"replaced": True, "next": _next_url(request)}
-            return render(request, "staff/enrol.html", ctx, status=409)
-    else:
-        device = _owned_pending_device(request) or _new_pending_device(request)
+    device = _owned_pending_device(request)
+    if device is None:
+        if request.method == "POST":  # the key this page showed is gone: show a new one
+            return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
+        device = _new_pending_device(request)
     if request.method == "POST" and form.is_valid():
-        result = enrolling.confirm_enrolment(device, form.cleaned_data["code"])
+        result = _confirm_spending_the_token(request, device, form.cleaned_data["code"])
+        if result is None:  # the token was replaced or expired since this page was shown
+            return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
         if result.outcome is Outcome.CONFIRMED:
             device.refresh_from_db()
-            staff_tokens.spend(request.user)
             request.session.pop(PENDING, None)
-            request.session.pop(ENROLMENT_ALLOWED, None)
+            request.session.pop(PRESENTED_TOKEN, None)
             _tell_staff_member(request.user)
             return _verified(request, device, "staff.enrolment")
         audit.record(request, "staff.enrolment", outcome=result.outcome.value)
@@ -283,36 +280,54 @@ def staff_enrol(request):
     return render(request, "staff/enrol.html", ctx)
 
 
-def _token_presented(request) -> bool:
-    presented = request.session.get(ENROLMENT_ALLOWED)
-    return presented is not None and staff_tokens.live_token(request.user, presented) is not None
+def _confirm_spending_the_token(request, device: Device, code: str):
+    """The phone confirmed and the session's token spent in one transaction, under the token's
+    row lock: a token replaced or expired meanwhile confirms nothing (None), and a new one
+    issued meanwhile (reset-phone) is not the one spent."""
+    presented = request.session.get(PRESENTED_TOKEN)
+    with transaction.atomic():
+        token = staff_tokens.presented_token(request.user, presented, lock=True)
+        if token is None:
+            return None
+        result = enrolling.confirm_enrolment(device, code)
+        if result.outcome is Outcome.CONFIRMED:
+            token.delete()
+    return result
 
 
-@sensitive_variables("form")
+@sensitive_variables()
 def _ask_for_token(request):
-    """Before any key is shown: the one-time token given with the account. A wrong one spends
-    the address's budget, as a wrong password does."""
+    """Before any key is shown: the one-time token given with the account, claimed for this
+    browser session. A wrong one spends the address's budget, as a wrong password does."""
     form = EnrolmentTokenForm(request.POST or None)
     wait = _address_wait(request) if request.method == "POST" else 0
     if wait:
         form.add_error(None, _too_many(wait))
     elif request.method == "POST" and form.is_valid():
-        token = staff_tokens.check(request.user, form.cleaned_data["token"])
+        outcome, token = staff_tokens.present(request.user, form.cleaned_data["token"])
         if token is not None:
-            request.session[ENROLMENT_ALLOWED] = token.pk
+            request.session[PRESENTED_TOKEN] = token.pk
             audit.record(request, "staff.enrolment_token", outcome="ok")
             return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
         _spend_address_budget(request)
-        audit.record(request, "staff.enrolment_token", outcome="reject")
-        form.add_error(
-            "token",
-            _(
-                "This enrolment token is not right, or it expired. Type it as you were given "
-                "it, or ask your security officer for a new one."
-            ),
+        audit.record(
+            request, "staff.enrolment_token", outcome="reject", details={"reason": outcome.value}
         )
+        form.add_error("token", _token_refusal(outcome))
     ctx = {"form": form, "next": _next_url(request)}
     return render(request, "staff/enrol_token.html", ctx, status=429 if wait else 200)
+
+
+def _token_refusal(outcome: staff_tokens.Presented) -> str:
+    if outcome is staff_tokens.Presented.ALREADY_PRESENTED:
+        return _(
+            "This enrolment token was already used, in this browser or another. If it was not "
+            "you, tell your security officer at once; ask them for a new token."
+        )
+    return _(
+        "This enrolment token is not right, or it expired. Type it as you were given it, or "
+        "ask your security officer for a new one."
+    )
 
 
 def _owned_pending_device(request) -> Device | None:

@@ -16,6 +16,7 @@ import psycopg
 import requests
 
 from enrolment import seeds, totp
+from tests import secret_watch
 from tests.mail_stack import render, wait_for_port
 from tests.psc_standin import free_port
 from tests.servers import ROOT, Gunicorn, PrivatePostgres, manage, populate, site_environment
@@ -61,6 +62,7 @@ class Cluster:
             stdin=STAFF_PASSWORD + "\n",
         )
         self.staff_token = re.search(r"enrolment token, valid until .*: (\S+)", created)[1]
+        secret_watch.watch_token(self.staff_token)  # for the grep of the nodes' logs
         self.env = env
         self.nodes = [Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)]
         self.https_port, self.internal_port = https_port or free_port(), free_port()

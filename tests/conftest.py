@@ -167,7 +167,13 @@ def watched_secrets():
     patch.setattr(seeds, "new_seed", lambda: secret_watch.watch_seed(new_seed()))
     patch.setattr(totp, "totp", lambda *a, **k: secret_watch.watch_code(code(*a, **k)))
     issue = staff_tokens.issue
-    patch.setattr(staff_tokens, "issue", lambda user: secret_watch.watch_token(issue(user)))
+
+    def watched_issue(user):
+        token, row = issue(user)
+        secret_watch.watch_token(token)
+        return token, row
+
+    patch.setattr(staff_tokens, "issue", watched_issue)
 
     def watched_make_password(password, *args, **kwargs):
         secret_watch.watch_password(password)

@@ -56,10 +56,8 @@ def watch_password(raw) -> None:
         SEEN["passwords"].add(raw)
 
 
-def watch_token(issued: tuple) -> tuple:
-    token = issued[0]
+def watch_token(token: str) -> None:
     SEEN["tokens"].update({token, token.replace("-", "")})
-    return issued
 
 
 def watch_code(code: str) -> str:

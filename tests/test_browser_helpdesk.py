@@ -97,7 +97,7 @@ def test_a_new_staff_member_enrols_a_phone_with_the_enrolment_token(
 
     # The password alone shows no key: the token first, typed as people do.
     expect(page.get_by_role("heading", level=1)).to_have_text(
-        "Le téléphone de votre compte d'exploitation"
+        "Le téléphone de votre compte d'exploitation : jeton d'enrôlement"
     )
     expect(page.locator("#secret")).to_have_count(0)
     violations["token"] = axe_violations(page)

@@ -2,6 +2,7 @@
 every staff page, the recent-code rule, and the admin behind it all."""
 
 import base64
+import hashlib
 import io
 import re
 import time
@@ -111,21 +112,23 @@ def test_professionals_never_reach_the_staff_login_steps(professional_client):
     assert not Device.objects.exists()
 
 
-def test_a_staff_key_belongs_to_one_browser_session(make_staff, mailoutbox):
+def test_a_new_token_replaces_the_one_a_browser_presented_and_its_key(make_staff, mailoutbox):
     chloe = make_staff("chloe", "auditor", enrolled=False)
     chloe.user.email = "chloe@operateur.example"
     chloe.user.save()
     first, second = Client(), Client()
     for browser in (first, second):
         browser.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
-        present_token(browser, chloe)
+    present_token(first, chloe)
     first_key = shown_key(first.get("/staff/enrol/"))
+    new_token, _row = staff_tokens.issue(chloe.user)  # the security officer gives a new one
+    present_token(second, chloe, typed=new_token)
     second_key = shown_key(second.get("/staff/enrol/"))
     assert first_key != second_key
-    # The first session's key was replaced: its code does not enrol a phone.
-    refused = first.post("/staff/enrol/", {"code": totp.totp(first_key, time.time())})
-    assert refused.status_code == 409 and not Device.objects.filter(confirmed=True).exists()
-    assert "remplacée par une plus récente" in refused.content.decode()
+    # The first session's token and key are gone: its code enrols nothing.
+    refused = first.post("/staff/enrol/", {"code": totp.totp(first_key, time.time())}, follow=True)
+    assert 'name="token"' in refused.content.decode()
+    assert not Device.objects.filter(confirmed=True).exists()
     assert (
         second.post("/staff/enrol/", {"code": totp.totp(second_key, time.time())})["Location"]
         == "/helpdesk/"
@@ -182,34 +185,66 @@ def test_a_password_alone_never_shows_a_staff_key(client, make_staff):
     assert "AAAA" not in str([event.details for event in refusals])
 
 
-def test_an_expired_token_is_refused(client, make_staff):
+def test_an_expired_token_or_another_accounts_is_refused(client, make_staff):
     chloe = make_staff("chloe", "auditor", enrolled=False)
-    StaffEnrolmentToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    dora = make_staff("dora", "auditor", enrolled=False)
     client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
-    page = present_token(client, chloe)
-    assert "n&#x27;est pas le bon, ou il a expiré" in page.content.decode()
-    assert "<svg" not in page.content.decode()
+    assert "n&#x27;est pas le bon" in present_token_text(client, dora.enrolment_token)
+    StaffEnrolmentToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    page = present_token_text(client, chloe.enrolment_token)
+    assert "n&#x27;est pas le bon, ou il a expiré" in page and "<svg" not in page
 
 
-def test_a_new_token_replaces_the_one_a_browser_presented(client, make_staff):
+def test_a_token_lets_in_the_one_browser_that_presented_it(make_staff):
+    chloe = make_staff("chloe", "auditor", enrolled=False)
+    first, second = Client(), Client()
+    for browser in (first, second):
+        browser.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+    # A token with an O and a B, typed with 0 and 8 as people do (base32 has neither digit).
+    token = "BOOK-2345-67AB-CDEF-GHIJ-KLMN"
+    digest = hashlib.sha256(token.replace("-", "").encode()).hexdigest()
+    StaffEnrolmentToken.objects.filter(user=chloe.user).update(token_hash=digest)
+    typed = token.replace("O", "0").replace("B", "8").lower()
+    assert 'id="secret"' in present_token_text(first, typed, follow=True)
+    # Whoever saw it typed, with the password too, gets no key with it.
+    page = present_token_text(second, token)
+    assert "déjà été utilisé" in page and 'id="secret"' not in page
+    refusal = AuditEvent.objects.get(action="staff.enrolment_token", outcome="reject")
+    assert refusal.details == {"reason": "already_presented"}
+
+
+def test_a_token_expiring_before_the_code_confirms_nothing(client, make_staff):
     chloe = make_staff("chloe", "auditor", enrolled=False)
     client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
     present_token(client, chloe)
     key = shown_key(client.get("/staff/enrol/"))
-    staff_tokens.issue(chloe.user)  # the security officer gives a new one
-    refused = client.post("/staff/enrol/", {"code": totp.totp(key, time.time())})
+    StaffEnrolmentToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    refused = client.post("/staff/enrol/", {"code": totp.totp(key, time.time())}, follow=True)
     assert 'name="token"' in refused.content.decode()
     assert not Device.objects.filter(confirmed=True).exists()
+
+
+def test_a_throttled_address_cannot_present_even_the_right_token(client, make_staff, settings):
+    settings.THROTTLE_ADDRESS_BURST = 2
+    chloe = make_staff("chloe", "auditor", enrolled=False)
+    client.post("/staff/login/", {"username": "chloe", "password": STAFF_PASSWORD})
+    for _ in range(2):
+        present_token(client, chloe, typed="AAAA-BBBB-CCCC-DDDD-EEEE-FFFF")
+    throttled = present_token(client, chloe)
+    assert throttled.status_code == 429 and "Trop de tentatives" in throttled.content.decode()
+    assert 'id="secret"' not in throttled.content.decode()
 
 
 def test_the_staff_command_gives_a_token_with_each_account_and_phone_reset(client, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(STAFF_PASSWORD + "\n"))
     token = token_printed("create", "dora", "--role", "helpdesk", "--password-stdin")
+    assert re.search(r"^dora\thelpdesk\t-\tactive\ttoken until ", staff_list(), re.M)
     client.post("/staff/login/", {"username": "dora", "password": STAFF_PASSWORD})
     client.post("/staff/enrol/", {"token": token})
     key = shown_key(client.get("/staff/enrol/"))
     assert client.post("/staff/enrol/", {"code": totp.totp(key, time.time())}).status_code == 302
     assert not StaffEnrolmentToken.objects.exists()  # spent by the enrolment
+    assert re.search(r"^dora\thelpdesk\tphone\tactive\t-$", staff_list(), re.M)
 
     with pytest.raises(CommandError, match="has a phone already"):
         call_command("staff", "enrolment-token", "dora")
@@ -219,9 +254,15 @@ def test_the_staff_command_gives_a_token_with_each_account_and_phone_reset(clien
     again.post("/staff/login/", {"username": "dora", "password": STAFF_PASSWORD})
     assert 'name="token"' in present_token_text(again, token)  # the old one is gone
     assert 'id="secret"' in present_token_text(again, new_token, follow=True)
-    trail = AuditEvent.objects.filter(action="staff.enrolment_token")
-    assert trail.filter(actor="manage.py staff").count() == 2
-    assert not [event for event in AuditEvent.objects.all() if token in str(event.details)]
+    call_command("staff", "disable", "dora", stdout=io.StringIO())
+    assert not StaffEnrolmentToken.objects.exists()  # enabled again, dora needs a new one
+
+    issued = AuditEvent.objects.filter(action="staff.issue_enrolment_token")
+    assert list(issued.values_list("actor", "target")) == [("manage.py staff", "dora")] * 2
+    for event in AuditEvent.objects.all():
+        row = str([getattr(event, field.name) for field in AuditEvent._meta.fields])
+        for secret in (token, new_token):
+            assert secret not in row and secret.replace("-", "") not in row
 
 
 def token_printed(*args) -> str:
@@ -230,6 +271,12 @@ def token_printed(*args) -> str:
     return re.search(
         r"One-time enrolment token, valid until [^:]+:\d\d [A-Z]+: (\S+)", out.getvalue()
     )[1]
+
+
+def staff_list() -> str:
+    out = io.StringIO()
+    call_command("staff", "list", stdout=out)
+    return out.getvalue()
 
 
 def present_token_text(browser, token: str, follow: bool = False) -> str:

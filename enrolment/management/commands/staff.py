@@ -9,7 +9,7 @@ Example usage::
     manage.py staff reset-phone alice               # a lost phone: enrols again at next login
     manage.py staff enrolment-token alice           # a new one-time token (the last expired)
     manage.py staff disable alice
-    manage.py staff list
+    manage.py staff list                            # roles, phone, state, enrolment token
 
 ``create``, ``reset-phone`` and ``enrolment-token`` print the one-time token the staff member
 needs, besides the password, to enrol a phone: give it to them by another way than the
@@ -25,9 +25,10 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from enrolment import audit, staff_tokens
-from enrolment.models import AuditEvent, Device
+from enrolment.models import AuditEvent, Device, StaffEnrolmentToken
 from portal.staff import ROLES
 
 
@@ -67,9 +68,9 @@ class Command(BaseCommand):
             for name in role:
                 user.groups.add(_group(name))
             self._audit("staff.create", username, {"roles": sorted(role)})
-            token = self._issue_token(user)
+            token, row = self._issue_token(user)
         self.stdout.write(f"Staff account {username!r} created ({', '.join(role)}).")
-        self._tell_token(token)
+        self._tell_token(token, row)
 
     def handle_grant(self, username, role, **options):
         _staff(username).groups.add(_group(role))
@@ -84,26 +85,30 @@ class Command(BaseCommand):
     def handle_reset_phone(self, username, **options):
         user = _staff(username)
         with transaction.atomic():
+            # The token's row first, then the devices': the order the enrolment page locks
+            # them in, so that the two take turns instead of deadlocking.
+            token, row = self._issue_token(user)
             _, per_model = Device.objects.filter(user=user).delete()
             removed = per_model.get(Device._meta.label, 0)
             self._audit("staff.reset_phone", username, {"devices_removed": removed})
-            token = self._issue_token(user)
         self.stdout.write(f"{username}: phone removed.")
-        self._tell_token(token)
+        self._tell_token(token, row)
 
     def handle_enrolment_token(self, username, **options):
         user = _staff(username)
         if Device.objects.filter(user=user, confirmed=True).exists():
             raise CommandError(f"{username} has a phone already (reset-phone removes it)")
         with transaction.atomic():
-            token = self._issue_token(user)
-        self._tell_token(token)
+            token, row = self._issue_token(user)
+        self._tell_token(token, row)
 
     def handle_disable(self, username, **options):
         user = _staff(username)
-        user.is_active = False
-        user.save(update_fields=["is_active"])
-        self._audit("staff.disable", username, {})
+        with transaction.atomic():
+            user.is_active = False
+            user.save(update_fields=["is_active"])
+            staff_tokens.spend(user)  # enabled again, it needs a new one
+            self._audit("staff.disable", username, {})
         self.stdout.write(f"{username}: disabled.")
 
     def handle_list(self, **options):
@@ -112,17 +117,16 @@ class Command(BaseCommand):
             roles = ",".join(sorted(g.name for g in user.groups.all() if g.name in ROLES))
             phone = "phone" if Device.objects.filter(user=user, confirmed=True).exists() else "-"
             state = "active" if user.is_active else "disabled"
-            self.stdout.write(f"{user.username}\t{roles or '-'}\t{phone}\t{state}")
+            token = _token_state(user)
+            self.stdout.write(f"{user.username}\t{roles or '-'}\t{phone}\t{state}\t{token}")
 
-    def _issue_token(self, user) -> tuple[str, object]:
+    def _issue_token(self, user) -> tuple[str, StaffEnrolmentToken]:
         token, row = staff_tokens.issue(user)
-        self._audit(
-            "staff.enrolment_token", user.get_username(), {"expires_at": str(row.expires_at)}
-        )
+        details = {"expires_at": str(row.expires_at)}
+        self._audit("staff.issue_enrolment_token", user.get_username(), details)
         return token, row
 
-    def _tell_token(self, issued) -> None:
-        token, row = issued
+    def _tell_token(self, token: str, row: StaffEnrolmentToken) -> None:
         self.stdout.write(
             f"One-time enrolment token, valid until {row.expires_at:%Y-%m-%d %H:%M %Z}: {token}\n"
             "Give it to the staff member by another way than the password: the first login "
@@ -151,6 +155,16 @@ class Command(BaseCommand):
             outcome="ok",
             details=details,
         )
+
+
+def _token_state(user) -> str:
+    row = StaffEnrolmentToken.objects.filter(user=user).first()
+    if row is None:
+        return "-"
+    if row.expires_at <= timezone.now():
+        return "token expired"
+    presented = " (presented)" if row.presented_at else ""
+    return f"token until {row.expires_at:%Y-%m-%d %H:%M %Z}{presented}"
 
 
 def _group(name: str) -> Group:
