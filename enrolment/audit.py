@@ -2,7 +2,8 @@
 
 Each row carries a keyed MAC of its content and of a random row id (``uid``), computed here
 before the INSERT, so the verify path writes a row in the same statement as everything else
-and nothing serialises the writers. Deleted rows are found by the seals (audit_chain.py).
+and nothing serialises the writers, and the id of the key that made it (audit_keys.py).
+Deleted rows are found by the seals (audit_chain.py).
 """
 
 import hashlib
@@ -12,9 +13,9 @@ import json
 import secrets
 from datetime import UTC
 
-from django.conf import settings
 from django.utils import timezone
 
+from enrolment import audit_keys
 from enrolment.models import AuditEvent
 
 
@@ -69,6 +70,7 @@ def event(*, actor_kind, actor, action, target="", outcome="", client_ip=None, d
         outcome=outcome,
         client_ip=_canonical_ip(client_ip),
         details=storable(details or {}),
+        mac_key=audit_keys.mac_keys().active,
     )
     row.mac = row_mac(row)
     return row
@@ -95,8 +97,11 @@ def insert(event: AuditEvent) -> AuditEvent:
 
 def row_mac(row: AuditEvent) -> str:
     """HMAC-SHA256 of the row's content, in a canonical form that reads back the same from
-    the database (UTC microseconds, the address as the database prints it, sorted JSON)."""
-    return _mac("row", canonical_content(row))
+    the database (UTC microseconds, the address as the database prints it, sorted JSON),
+    under the row's key. KeyError if that key is not configured."""
+    # getattr: the migration that first MACed the rows (0003) has no mac_key yet.
+    key_id = getattr(row, "mac_key", audit_keys.LEGACY)
+    return _mac("row", canonical_content(row), key_id)
 
 
 def canonical_content(row: AuditEvent) -> str:
@@ -126,12 +131,13 @@ def _ip_bytes(value) -> str:
     return ipaddress.ip_address(canonical).packed.hex() if canonical else ""
 
 
-def seal_mac(text: str) -> str:
-    return _mac("seal", text)
+def seal_mac(text: str, key_id: str) -> str:
+    return _mac("seal", text, key_id)
 
 
-def _mac(purpose: str, text: str) -> str:
-    key = hashlib.sha256(f"mss-totp.audit.{purpose}\0{settings.AUDIT_MAC_KEY}".encode()).digest()
+def _mac(purpose: str, text: str, key_id: str) -> str:
+    secret = audit_keys.mac_keys().secrets[key_id]
+    key = hashlib.sha256(f"mss-totp.audit.{purpose}\0{secret}".encode()).digest()
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 

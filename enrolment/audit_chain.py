@@ -6,11 +6,13 @@ seal (``manage.py seal_audit``, every minute or so) records each new range of ro
 ids it holds, a digest of their MACs, and a MAC over all that and the previous seal's MAC.
 Writers never wait for the sealer: it only reads rows that are already committed.
 
-``verify`` then names every row altered, inserted, copied or missing, and every seal
-altered, removed or out of order. The purge deletes whole sealed ranges and marks their
-seals (with a MAC of its own), so the chain still verifies after it.
+``verify`` then names every row altered, inserted, copied or missing, every seal altered,
+removed or out of order, and anything MACed with a key after its retirement (audit_keys.py).
+The purge deletes whole sealed ranges and marks their seals (with a MAC of its own), so the
+chain still verifies after it.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +25,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-from enrolment import audit
+from enrolment import audit, audit_keys
 from enrolment.models import AuditEvent, AuditSeal
 
 SEAL_BATCH = 50_000  # rows per seal: a seal's ids are held in memory when verifying
@@ -39,6 +41,7 @@ ROW_FIELDS = [
     "client_ip",
     "details",
     "mac",
+    "mac_key",
 ]
 
 
@@ -136,8 +139,9 @@ def _seal_next_range(cutoff: datetime) -> AuditSeal | None:
             last_at=last_at,
             sealed_at=timezone.now(),
             previous_mac=previous.mac if previous else "",
+            mac_key=audit_keys.mac_keys().active,
         )
-        new.mac = audit.seal_mac(_canonical_seal(new))
+        new.mac = audit.seal_mac(_canonical_seal(new), new.mac_key)
         new.save()
         return new
 
@@ -167,7 +171,8 @@ def _canonical_seal(seal: AuditSeal) -> str:
 
 
 def _purge_mac(seal: AuditSeal) -> str:
-    return audit.seal_mac(f"purged:{seal.seq}:{seal.mac}:{seal.purged_at.isoformat()}")
+    text = f"purged:{seal.seq}:{seal.mac}:{seal.purged_at.isoformat()}"
+    return audit.seal_mac(text, seal.purge_mac_key or audit_keys.LEGACY)
 
 
 # Verifying
@@ -194,8 +199,9 @@ def verify(anchor: tuple[int, str] | None = None, now: datetime | None = None) -
     does not run."""
     seals = list(AuditSeal.objects.order_by("seq"))
     anchor = anchor or last_anchor()
-    findings = list(_check_seals(seals))
-    findings += list(_check_rows(seals))
+    retired = retirements()
+    findings = list(_check_seals(seals, retired))
+    findings += list(_check_rows(seals, retired))
     findings += list(_check_anchor(seals, anchor))
     findings += list(_check_lag(seals, now or timezone.now()))
     return findings
@@ -226,9 +232,38 @@ def _check_lag(seals: list[AuditSeal], now: datetime) -> Iterator[Finding]:
         )
 
 
-def _check_seals(seals: list[AuditSeal]) -> Iterator[Finding]:
+def retirements() -> dict[str, int]:
+    """Each retired key, and the id of the (authentic) row that retired it."""
+    retired = {}
+    rows = AuditEvent.objects.filter(action=audit_keys.RETIRE_ACTION).order_by("id")
+    for values in rows.values_list(*ROW_FIELDS):
+        row = AuditEvent(**dict(zip(ROW_FIELDS, values, strict=True)))
+        if not any(_check_row(row, {})):
+            retired.setdefault(row.target, row.id)
+    return retired
+
+
+def _check_key(kind: str, number: int, key_id: str, retired: dict, last_id: int):
+    """What is wrong with the key a row or seal says it was MACed with, if anything."""
+    if key_id not in audit_keys.mac_keys().secrets:
+        return Finding("unknown_key", f"{kind} {number}: its MAC key {key_id!r} is not configured")
+    if key_id in retired and last_id > retired[key_id]:
+        return Finding(
+            "retired_key",
+            f"{kind} {number} was MACed with key {key_id!r} after its retirement (row "
+            f"{retired[key_id]}): forged with a stolen key, or a node still uses it",
+        )
+    return None
+
+
+def _check_seals(seals: list[AuditSeal], retired: dict[str, int]) -> Iterator[Finding]:
     previous = None
     for seal in seals:
+        problem = _check_key("seal", seal.seq, seal.mac_key, retired, seal.last_id)
+        if problem is not None:
+            yield dataclasses.replace(problem, seal=seal.seq)
+            previous = seal
+            continue
         expected_seq = previous.seq + 1 if previous else 1
         if seal.seq != expected_seq:
             yield Finding(
@@ -236,7 +271,7 @@ def _check_seals(seals: list[AuditSeal]) -> Iterator[Finding]:
                 f"seals {expected_seq}-{seal.seq - 1} are missing",
                 seal=expected_seq,
             )
-        if seal.mac != audit.seal_mac(_canonical_seal(seal)):
+        if seal.mac != audit.seal_mac(_canonical_seal(seal), seal.mac_key):
             yield Finding("seal_altered", f"seal {seal.seq} was altered", seal=seal.seq)
         if seal.previous_mac != (previous.mac if previous else ""):
             yield Finding(
@@ -250,14 +285,20 @@ def _check_seals(seals: list[AuditSeal]) -> Iterator[Finding]:
                 f"seal {seal.seq} starts at row {seal.first_id}, after row {previous.last_id}",
                 seal=seal.seq,
             )
-        if seal.purged_at is not None and seal.purge_mac != _purge_mac(seal):
+        if seal.purged_at is not None and not _purge_mark_holds(seal):
             yield Finding(
                 "seal_altered", f"seal {seal.seq} is marked purged falsely", seal=seal.seq
             )
         previous = seal
 
 
-def _check_rows(seals: list[AuditSeal]) -> Iterator[Finding]:
+def _purge_mark_holds(seal: AuditSeal) -> bool:
+    if (seal.purge_mac_key or audit_keys.LEGACY) not in audit_keys.mac_keys().secrets:
+        return False
+    return seal.purge_mac == _purge_mac(seal)
+
+
+def _check_rows(seals: list[AuditSeal], retired: dict[str, int]) -> Iterator[Finding]:
     yield from _check_copies()
     seal_index = 0
     sealed_rows: list[tuple[int, str]] = []  # the current seal's rows, as found
@@ -269,7 +310,7 @@ def _check_rows(seals: list[AuditSeal]) -> Iterator[Finding]:
         while seal_index < len(seals) and row.id > seals[seal_index].last_id:
             yield from _check_sealed_range(seals[seal_index], sealed_rows)
             seal_index, sealed_rows = seal_index + 1, []
-        yield from _check_row(row)
+        yield from _check_row(row, retired)
         if first_sealed is not None and row.id < first_sealed:
             yield Finding(
                 "inserted", f"row {row.id} lies before the first seal", row_id=row.id, seal=1
@@ -281,8 +322,11 @@ def _check_rows(seals: list[AuditSeal]) -> Iterator[Finding]:
         sealed_rows = []
 
 
-def _check_row(row: AuditEvent) -> Iterator[Finding]:
-    if not row.mac or row.mac != audit.row_mac(row):
+def _check_row(row: AuditEvent, retired: dict[str, int]) -> Iterator[Finding]:
+    problem = _check_key("row", row.id, row.mac_key, retired, row.id)
+    if problem is not None:
+        yield dataclasses.replace(problem, row_id=row.id)
+    elif not row.mac or row.mac != audit.row_mac(row):
         yield Finding("altered", f"row {row.id} was altered or forged", row_id=row.id)
 
 
@@ -338,8 +382,9 @@ def purge(before: datetime) -> tuple[int, int]:
             rows = AuditEvent.objects.filter(id__range=(chosen.first_id, chosen.last_id))
             rows_purged += rows._raw_delete(rows.db)  # no per-row delete(): append-only model
             chosen.purged_at = timezone.now()
+            chosen.purge_mac_key = audit_keys.mac_keys().active
             chosen.purge_mac = _purge_mac(chosen)
-            chosen.save(update_fields=["purged_at", "purge_mac"])
+            chosen.save(update_fields=["purged_at", "purge_mac", "purge_mac_key"])
         seals_purged += 1
     return seals_purged, rows_purged
 

@@ -1,4 +1,4 @@
-"""System checks: the site refuses to start without a usable seed keyring.
+"""System checks: the site refuses to start without a usable seed keyring and audit keys.
 
 manage.py runs them before its commands; portal/wsgi.py runs them before gunicorn serves.
 """
@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from enrolment import seeds
+from enrolment import audit_keys, seeds
 
 
 @checks.register("seeds")
@@ -26,8 +26,23 @@ def check_seed_keyring(app_configs=None, **kwargs):
     return []
 
 
+@checks.register("audit")
+def check_audit_keys(app_configs=None, **kwargs):
+    try:
+        audit_keys.mac_keys()
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(
+                f"Audit MAC keys unusable: {exc}",
+                hint='AUDIT_MAC_KEYRING is {"active": ID, "keys": {ID: secret}}, or unset.',
+                id="enrolment.E006",
+            )
+        ]
+    return []
+
+
 def refuse_to_start_without_keyring():
-    errors = check_seed_keyring()
+    errors = check_seed_keyring() + check_audit_keys()
     if errors:
         raise ImproperlyConfigured(errors[0].msg)
 
@@ -62,7 +77,9 @@ def check_deployment(app_configs=None, **kwargs):
                 id="enrolment.W001",
             )
         )
-    if settings.AUDIT_MAC_KEY == settings.SECRET_KEY:
+    if audit_keys.mac_keys().active == audit_keys.LEGACY and (
+        settings.AUDIT_MAC_KEY == settings.SECRET_KEY
+    ):
         errors.append(
             checks.Warning(
                 "AUDIT_MAC_KEY is not set: the audit trail's MACs use SECRET_KEY.",

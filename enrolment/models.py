@@ -322,6 +322,9 @@ class AuditEvent(models.Model):
     # Integrity (enrolment/audit.py): a random row id and a keyed MAC of it and the content.
     uid = models.CharField(max_length=32, blank=True)
     mac = models.CharField(max_length=64, blank=True)
+    # The id of the key that made the MAC (enrolment/audit_keys.py). A default in the
+    # database too: a node still running the previous version inserts rows without it.
+    mac_key = models.CharField(max_length=16, default="legacy", db_default="legacy")
 
     class Meta:
         ordering = ["id"]
@@ -361,9 +364,11 @@ class AuditSeal(models.Model):
     sealed_at = models.DateTimeField(default=timezone.now)
     previous_mac = models.CharField(max_length=64, blank=True)
     mac = models.CharField(max_length=64)
+    mac_key = models.CharField(max_length=16, default="legacy", db_default="legacy")
     # Set by the retention purge, with its own MAC: these rows are gone on purpose.
     purged_at = models.DateTimeField(null=True, blank=True)
     purge_mac = models.CharField(max_length=64, blank=True)
+    purge_mac_key = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["seq"]

@@ -401,6 +401,7 @@ AUDIT_COLUMNS = {
     "details": "jsonb",
     "uid": "text",
     "mac": "text",
+    "mac_key": "text",
 }
 
 
