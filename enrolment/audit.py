@@ -136,8 +136,7 @@ def seal_mac(text: str, key_id: str) -> str:
 
 
 def _mac(purpose: str, text: str, key_id: str) -> str:
-    secret = audit_keys.mac_keys().secrets[key_id]
-    key = hashlib.sha256(f"mss-totp.audit.{purpose}\0{secret}".encode()).digest()
+    key = audit_keys.derived_key(purpose, key_id, audit_keys.mac_keys().secrets[key_id])
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 

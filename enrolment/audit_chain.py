@@ -194,13 +194,13 @@ def verify(anchor: tuple[int, str] | None = None, now: datetime | None = None) -
 
     The newest seals and rows, deleted together, leave a shorter chain that is intact: the
     ``anchor`` (a seal's number and MAC, as ``seal_audit`` printed them to a log kept
-    elsewhere) must then still be in the chain. Rows left unsealed for longer than
-    AUDIT_SEAL_MAX_LAG_SECONDS are reported too: their seal was removed, or the sealer
-    does not run."""
+    elsewhere) must then still be in the chain, as must the seals that the keyring's
+    retirements name. Rows left unsealed for longer than AUDIT_SEAL_MAX_LAG_SECONDS are
+    reported too: their seal was removed, or the sealer does not run."""
     seals = list(AuditSeal.objects.order_by("seq"))
     anchor = anchor or last_anchor()
-    retired = retirements()
-    findings = list(_check_seals(seals, retired))
+    retired, findings = _retirements(seals)
+    findings += list(_check_seals(seals, retired))
     findings += list(_check_rows(seals, retired))
     findings += list(_check_anchor(seals, anchor))
     findings += list(_check_lag(seals, now or timezone.now()))
@@ -232,73 +232,85 @@ def _check_lag(seals: list[AuditSeal], now: datetime) -> Iterator[Finding]:
         )
 
 
-def retirements() -> dict[str, int]:
-    """Each retired key, and the id of the (authentic) row that retired it."""
-    retired = {}
-    rows = AuditEvent.objects.filter(action=audit_keys.RETIRE_ACTION).order_by("id")
-    for values in rows.values_list(*ROW_FIELDS):
-        row = AuditEvent(**dict(zip(ROW_FIELDS, values, strict=True)))
-        if not any(_check_row(row, {})):
-            retired.setdefault(row.target, row.id)
-    return retired
+@dataclass(frozen=True)
+class Retirement:
+    """How far a retired key still verifies: the seals up to the one its retirement names,
+    and the rows they cover. Never a purge mark (the retirement MACed them again)."""
+
+    seq: int
+    last_id: int
 
 
-def _check_key(kind: str, number: int, key_id: str, retired: dict, last_id: int):
-    """What is wrong with the key a row or seal says it was MACed with, if anything."""
+def _retirements(seals: list[AuditSeal]) -> tuple[dict[str, Retirement], list[Finding]]:
+    retired, findings = {}, []
+    for key_id, (seq, mac) in audit_keys.mac_keys().retired.items():
+        if not any(seal.seq == seq and seal.mac == mac for seal in seals):
+            message = f"seal {seq}, where key {key_id!r} was retired, is not in the chain"
+            findings.append(Finding("seal_missing", message, seal=seq))
+        # If that seal is gone (reported), where the chain before it ends.
+        last_id = max((seal.last_id for seal in seals if seal.seq <= seq), default=0)
+        retired[key_id] = Retirement(seq, last_id)
+    return retired, findings
+
+
+def _key_finding(what: str, key_id: str, after_retirement: bool) -> Finding | None:
+    """What is wrong with the key that a row, seal or purge mark names, if anything."""
     if key_id not in audit_keys.mac_keys().secrets:
-        return Finding("unknown_key", f"{kind} {number}: its MAC key {key_id!r} is not configured")
-    if key_id in retired and last_id > retired[key_id]:
+        return Finding("unknown_key", f"{what}: its MAC key {key_id!r} is not configured")
+    if after_retirement:
         return Finding(
             "retired_key",
-            f"{kind} {number} was MACed with key {key_id!r} after its retirement (row "
-            f"{retired[key_id]}): forged with a stolen key, or a node still uses it",
+            f"{what} was MACed with key {key_id!r} after its retirement: forged with a "
+            "stolen key, or a node still uses it",
         )
     return None
 
 
-def _check_seals(seals: list[AuditSeal], retired: dict[str, int]) -> Iterator[Finding]:
+def _check_seals(seals: list[AuditSeal], retired: dict[str, Retirement]) -> Iterator[Finding]:
     previous = None
     for seal in seals:
-        problem = _check_key("seal", seal.seq, seal.mac_key, retired, seal.last_id)
+        late = seal.mac_key in retired and seal.seq > retired[seal.mac_key].seq
+        problem = _key_finding(f"seal {seal.seq}", seal.mac_key, late)
         if problem is not None:
             yield dataclasses.replace(problem, seal=seal.seq)
-            previous = seal
-            continue
-        expected_seq = previous.seq + 1 if previous else 1
-        if seal.seq != expected_seq:
-            yield Finding(
-                "seal_missing",
-                f"seals {expected_seq}-{seal.seq - 1} are missing",
-                seal=expected_seq,
-            )
-        if seal.mac != audit.seal_mac(_canonical_seal(seal), seal.mac_key):
+        elif seal.mac != audit.seal_mac(_canonical_seal(seal), seal.mac_key):
             yield Finding("seal_altered", f"seal {seal.seq} was altered", seal=seal.seq)
-        if seal.previous_mac != (previous.mac if previous else ""):
-            yield Finding(
-                "seal_chain",
-                f"seal {seal.seq} does not follow seal {seal.seq - 1}",
-                seal=seal.seq,
-            )
-        if previous is not None and seal.first_id != previous.last_id + 1:
-            yield Finding(
-                "seal_chain",
-                f"seal {seal.seq} starts at row {seal.first_id}, after row {previous.last_id}",
-                seal=seal.seq,
-            )
-        if seal.purged_at is not None and not _purge_mark_holds(seal):
-            yield Finding(
-                "seal_altered", f"seal {seal.seq} is marked purged falsely", seal=seal.seq
-            )
+        yield from _check_seal_order(seal, previous)
+        if seal.purged_at is not None:
+            yield from _check_purge_mark(seal, retired)
         previous = seal
 
 
-def _purge_mark_holds(seal: AuditSeal) -> bool:
-    if (seal.purge_mac_key or audit_keys.LEGACY) not in audit_keys.mac_keys().secrets:
-        return False
-    return seal.purge_mac == _purge_mac(seal)
+def _check_seal_order(seal: AuditSeal, previous: AuditSeal | None) -> Iterator[Finding]:
+    expected_seq = previous.seq + 1 if previous else 1
+    if seal.seq != expected_seq:
+        yield Finding(
+            "seal_missing", f"seals {expected_seq}-{seal.seq - 1} are missing", seal=expected_seq
+        )
+    if seal.previous_mac != (previous.mac if previous else ""):
+        yield Finding(
+            "seal_chain", f"seal {seal.seq} does not follow seal {seal.seq - 1}", seal=seal.seq
+        )
+    if previous is not None and seal.first_id != previous.last_id + 1:
+        yield Finding(
+            "seal_chain",
+            f"seal {seal.seq} starts at row {seal.first_id}, after row {previous.last_id}",
+            seal=seal.seq,
+        )
+    if seal.first_id > seal.last_id:
+        yield Finding("seal_chain", f"seal {seal.seq} holds no row range", seal=seal.seq)
 
 
-def _check_rows(seals: list[AuditSeal], retired: dict[str, int]) -> Iterator[Finding]:
+def _check_purge_mark(seal: AuditSeal, retired: dict[str, Retirement]) -> Iterator[Finding]:
+    key_id = seal.purge_mac_key or audit_keys.LEGACY
+    problem = _key_finding(f"seal {seal.seq}'s purge mark", key_id, key_id in retired)
+    if problem is not None:
+        yield dataclasses.replace(problem, seal=seal.seq)
+    elif seal.purge_mac != _purge_mac(seal):
+        yield Finding("seal_altered", f"seal {seal.seq} is marked purged falsely", seal=seal.seq)
+
+
+def _check_rows(seals: list[AuditSeal], retired: dict[str, Retirement]) -> Iterator[Finding]:
     yield from _check_copies()
     seal_index = 0
     sealed_rows: list[tuple[int, str]] = []  # the current seal's rows, as found
@@ -322,8 +334,9 @@ def _check_rows(seals: list[AuditSeal], retired: dict[str, int]) -> Iterator[Fin
         sealed_rows = []
 
 
-def _check_row(row: AuditEvent, retired: dict[str, int]) -> Iterator[Finding]:
-    problem = _check_key("row", row.id, row.mac_key, retired, row.id)
+def _check_row(row: AuditEvent, retired: dict[str, Retirement]) -> Iterator[Finding]:
+    late = row.mac_key in retired and row.id > retired[row.mac_key].last_id
+    problem = _key_finding(f"row {row.id}", row.mac_key, late)
     if problem is not None:
         yield dataclasses.replace(problem, row_id=row.id)
     elif not row.mac or row.mac != audit.row_mac(row):
@@ -387,6 +400,23 @@ def purge(before: datetime) -> tuple[int, int]:
             chosen.save(update_fields=["purged_at", "purge_mac", "purge_mac_key"])
         seals_purged += 1
     return seals_purged, rows_purged
+
+
+def mac_purge_marks_again(key_id: str) -> int:
+    """The purge marks made with ``key_id``, MACed again with the active key (they were
+    verified first): once the key is retired, a purge mark made with it is a forgery."""
+    marks = AuditSeal.objects.filter(purged_at__isnull=False)
+    if key_id == audit_keys.LEGACY:
+        marks = marks.filter(purge_mac_key__in=["", key_id])
+    else:
+        marks = marks.filter(purge_mac_key=key_id)
+    count = 0
+    for seal in marks.select_for_update():
+        seal.purge_mac_key = audit_keys.mac_keys().active
+        seal.purge_mac = _purge_mac(seal)
+        seal.save(update_fields=["purge_mac", "purge_mac_key"])
+        count += 1
+    return count
 
 
 def retention_cutoff(now: datetime | None = None, days: int | None = None) -> datetime:

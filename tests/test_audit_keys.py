@@ -4,6 +4,7 @@ retirement is reported, whether a thief forged it or a node still has the old ke
 missing from the settings is reported too, and a malformed keyring stops the site."""
 
 import json
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -11,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 
 from enrolment import audit, checks
@@ -52,24 +54,37 @@ def test_the_trail_verifies_across_a_rotation(rotated):
     assert status == 0, report
 
 
+def retire(settings, key_id: str, *options: str) -> str:
+    """``audit_key retire``, then its "retired" entry put in the keyring, as on every node."""
+    printed = audit_key("retire", key_id, *options)
+    entry = json.loads(re.search(r'"retired": (\{.*\})', printed)[1])
+    nodes_keyring = json.loads(settings.AUDIT_MAC_KEYRING)
+    settings.AUDIT_MAC_KEYRING = json.dumps({**nodes_keyring, "retired": entry})
+    return printed
+
+
+def forged_row(key_id: str) -> AuditEvent:
+    """What a thief of the key, with write access to the database, can add."""
+    row = audit.event(actor_kind="staff", actor="alice", action="helpdesk.reset-device")
+    row.mac_key = key_id
+    row.mac = audit.row_mac(row)
+    return audit.insert(row)
+
+
 def test_a_retired_key_can_no_longer_add_to_the_trail(rotated, settings):
-    printed = audit_key("retire", "legacy")
-    retirement = AuditEvent.objects.get(action="audit.retire_mac_key")
-    assert f"'legacy' retired by row {retirement.id}, sealed in seal 2" in printed
+    printed = retire(settings, "legacy")
+    assert "'legacy' verified up to seal 2" in printed
     assert verify_audit()[0] == 0  # what the old key made before stays valid
     status = audit_key("status")
-    assert "active key: 2027" in status and f"legacy\t5\t1\tby row {retirement.id}" in status
+    assert "active key: 2027" in status and "legacy\t5\t1\tafter seal 2" in status
 
-    # A thief with the old key and write access to the database adds a row MACed with it...
-    forged = audit.event(actor_kind="staff", actor="alice", action="helpdesk.reset-device")
-    forged.mac_key = "legacy"
-    forged.mac = audit.row_mac(forged)
-    audit.insert(forged)
-    # ...and a node that still has the old settings writes and seals with it.
+    forged = forged_row("legacy")
+    # A node that still has the old settings writes and seals with the old key.
+    nodes_keyring = settings.AUDIT_MAC_KEYRING
     settings.AUDIT_MAC_KEYRING = ""
     [lagging] = events(1)
     call_command("seal_audit", stdout=StringIO())
-    settings.AUDIT_MAC_KEYRING = keyring("2027", **{"2027": NEW_SECRET})  # where it is verified
+    settings.AUDIT_MAC_KEYRING = nodes_keyring
     status, report = verify_audit()
     assert status == 1
     for row in (forged, lagging):
@@ -79,16 +94,72 @@ def test_a_retired_key_can_no_longer_add_to_the_trail(rotated, settings):
     assert "retired_key\tseal 3 was MACed with key 'legacy' after its retirement" in report
 
 
-def test_retire_refuses_the_active_key_and_a_key_still_in_use(rotated, settings):
+def test_a_retired_key_cannot_mark_a_range_purged(rotated, settings):
+    """A purge mark lets a range's rows go: one made with the old key would let its thief
+    delete any range unseen."""
+    call_command("seal_audit", stdout=StringIO())
+    retire(settings, "legacy")
+    newest = AuditSeal.objects.order_by("-seq").first()
+    newest.purged_at = timezone.now()
+    newest.purge_mac_key = "legacy"
+    newest.purge_mac = audit.seal_mac(
+        f"purged:{newest.seq}:{newest.mac}:{newest.purged_at.isoformat()}", "legacy"
+    )
+    newest.save()
+    AuditEvent.objects.filter(id__gte=newest.first_id)._raw_delete("default")
+    status, report = verify_audit()
+    assert status == 1
+    assert f"retired_key\tseal {newest.seq}'s purge mark was MACed with key 'legacy'" in report
+
+
+def test_purge_marks_made_before_the_retirement_stay_valid(settings):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    events(4, at=timezone.now() - timedelta(days=400))
+    call_command("purge_audit", stdout=StringIO())  # with the legacy key
+    assert AuditSeal.objects.get().purge_mac_key in ("", "legacy")
+    settings.AUDIT_MAC_KEYRING = keyring("2027", **{"2027": NEW_SECRET})
+    events(2)
+    printed = retire(settings, "legacy", "--force")  # the purge's own audit row is recent
+    assert "1 purge mark(s) MACed again with '2027'" in printed
+    assert AuditSeal.objects.get(seq=1).purge_mac_key == "2027"
+    status, report = verify_audit()
+    assert status == 0, report
+
+
+def test_the_seal_a_retirement_names_must_stay_in_the_chain(rotated, settings):
+    call_command("seal_audit", stdout=StringIO())
+    retire(settings, "legacy")
+    # The thief deletes the newest seals, to seal again with the old key from there.
+    AuditSeal.objects.filter(seq__gte=2).delete()
+    status, report = verify_audit()
+    assert status == 1
+    assert "seal_missing\tseal 3, where key 'legacy' was retired, is not in the chain" in report
+
+
+def test_a_row_relabelled_with_another_keys_id_does_not_verify(rotated):
+    _old, new = rotated
+    AuditEvent.objects.filter(id=new[0].id).update(mac_key="2028")
+    with override_settings(
+        AUDIT_MAC_KEYRING=keyring("2027", **{"2027": NEW_SECRET, "2028": NEW_SECRET[::-1]})
+    ):
+        status, report = verify_audit()
+    assert status == 1 and f"altered\trow {new[0].id} was altered or forged" in report
+
+
+def test_retire_refuses_the_active_key_a_key_in_use_and_a_forged_trail(rotated, settings):
     with pytest.raises(CommandError, match="'2027' is the active key"):
         audit_key("retire", "2027")
     with pytest.raises(CommandError, match="no key 'nope' is configured"):
         audit_key("retire", "nope")
+    nodes_keyring = settings.AUDIT_MAC_KEYRING
     settings.AUDIT_MAC_KEYRING = ""
     events(1)  # just now, with the old key: some node has not the new keyring yet
-    settings.AUDIT_MAC_KEYRING = keyring("2027", **{"2027": NEW_SECRET})
+    settings.AUDIT_MAC_KEYRING = nodes_keyring
     with pytest.raises(CommandError, match="a node still uses it"):
         audit_key("retire", "legacy")
+    AuditEvent.objects.filter(mac_key="legacy").update(at=timezone.now() - timedelta(hours=1))
+    with pytest.raises(CommandError, match="the trail does not verify"):
+        audit_key("retire", "legacy")  # the row just edited (its time) no longer verifies
     assert not AuditEvent.objects.filter(action="audit.retire_mac_key").exists()
 
 
@@ -108,15 +179,29 @@ def test_a_key_missing_from_the_settings_is_reported(rotated, settings):
     [
         ("{not json", "not valid JSON"),
         ('{"active": "a", "keys": {"a": "short"}}', "32 characters or more"),
-        (keyring("b", a=NEW_SECRET), "'b' is not among its keys"),
-        (keyring("legacy", legacy=NEW_SECRET), "is not a key id"),
+        (keyring("b", a=NEW_SECRET), "its active key is not among its keys"),
+        (keyring(NEW_SECRET, a=NEW_SECRET[::-1]), "its active key is not among its keys"),
+        (keyring("legacy", legacy=NEW_SECRET), "a key id is not"),
+        (keyring("a", **{"-a": NEW_SECRET, "a": NEW_SECRET[::-1]}), "a key id is not"),
+        (keyring("a\n", **{"a\n": NEW_SECRET}), "a key id is not"),
+        (keyring("a", a=NEW_SECRET, b=NEW_SECRET), "two keys share one secret"),
+        (
+            json.dumps(
+                {"active": "a", "keys": {"a": NEW_SECRET}, "retired": {"b": "1:" + "0" * 64}}
+            ),
+            "a retired key must stay among its keys",
+        ),
+        (
+            json.dumps({"active": "a", "keys": {"a": NEW_SECRET}, "retired": {"legacy": "1"}}),
+            '"SEQ:MAC"',
+        ),
     ],
 )
 def test_a_malformed_keyring_stops_the_site(settings, text, complaint):
     settings.AUDIT_MAC_KEYRING = text
     [error] = checks.check_audit_keys()
     assert error.id == "enrolment.E006" and complaint in error.msg
-    assert NEW_SECRET not in error.msg
+    assert NEW_SECRET not in error.msg and NEW_SECRET[::-1] not in error.msg
     with pytest.raises(Exception, match="Audit MAC keys unusable"):
         checks.refuse_to_start_without_keyring()
 
@@ -150,3 +235,12 @@ def test_a_row_from_a_node_of_the_previous_version_verifies(settings):
     assert AuditEvent.objects.get().mac_key == "legacy"
     call_command("seal_audit", stdout=StringIO())
     assert verify_audit()[0] == 0
+
+
+def test_a_named_keys_id_is_part_of_its_mac_key():
+    """Two ids with one secret (the keyring refuses it, a copy-paste makes it) still MAC apart:
+    a row relabelled from one to the other does not verify."""
+    from enrolment.audit_keys import derived_key
+
+    assert derived_key("row", "2027", NEW_SECRET) != derived_key("row", "2028", NEW_SECRET)
+    assert derived_key("row", "2027", NEW_SECRET) != derived_key("seal", "2027", NEW_SECRET)

@@ -7,17 +7,18 @@ Example usage::
     manage.py audit_key retire legacy   # once every node MACs with the new key
 
 Rotation: on every node, add the new key to AUDIT_MAC_KEYRING as its active key (the old one
-stays configured: AUDIT_MAC_KEY, or a key of the keyring) and restart; then ``retire`` the old
-one. That writes the retirement into the trail and seals it under the new key at once: from
-then on verify_audit reports anything MACed with the old key.
+stays configured: AUDIT_MAC_KEY, or a key of the keyring) and restart. Then ``retire`` the old
+one: it checks the trail, seals it, MACs the old key's purge marks again with the new key, and
+prints the entry for the keyring's "retired". Once that is on every node, verify_audit reports
+anything the old key MACs beyond that seal.
 """
 
+import json
 import secrets
-import time
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -47,11 +48,10 @@ class Command(BaseCommand):
         keys = audit_keys.mac_keys()
         rows = _count_by_key(AuditEvent)
         seals = _count_by_key(AuditSeal)
-        retired = audit_chain.retirements()
         self.stdout.write(f"active key: {keys.active}")
         self.stdout.write("key\trows\tseals\tretired")
         for key_id in sorted(set(keys.secrets) | set(rows) | set(seals)):
-            state = f"by row {retired[key_id]}" if key_id in retired else "-"
+            state = f"after seal {keys.retired[key_id][0]}" if key_id in keys.retired else "-"
             if key_id not in keys.secrets:
                 state += " (NOT CONFIGURED: verify_audit cannot check its MACs)"
             self.stdout.write(f"{key_id}\t{rows.get(key_id, 0)}\t{seals.get(key_id, 0)}\t{state}")
@@ -65,36 +65,48 @@ class Command(BaseCommand):
             raise CommandError(f"no key {key_id!r} is configured")
         if key_id == keys.active:
             raise CommandError(f"{key_id!r} is the active key: activate another one first")
-        if key_id in audit_chain.retirements():
+        if key_id in keys.retired:
             raise CommandError(f"{key_id!r} is retired already")
-        recent = AuditEvent.objects.filter(at__gte=timezone.now() - STILL_IN_USE, mac_key=key_id)
-        if recent.exists() and not force:
+        if _still_in_use(key_id) and not force:
             raise CommandError(
                 f"rows of the last {STILL_IN_USE.seconds // 60} minutes are MACed with "
-                f"{key_id!r}: a node still uses it (give it the new keyring), or --force"
+                f"{key_id!r}: a node still uses it (give it the new keyring), or --force, and "
+                "verify_audit will report them"
             )
-        row = audit.write(
+        findings = audit_chain.verify()
+        if findings:
+            raise CommandError(
+                f"the trail does not verify ({len(findings)} finding(s), see verify_audit): "
+                "a key is not retired over a trail that may already be forged"
+            )
+        audit.write(
             actor_kind=AuditEvent.ActorKind.SYSTEM,
             actor="manage.py audit_key",
             action=audit_keys.RETIRE_ACTION,
             target=key_id,
             outcome="ok",
         )
-        # Sealed now, under the new key: the retirement cannot be taken back unseen.
-        delay = settings.AUDIT_SEAL_DELAY_SECONDS
-        if delay:
-            self.stdout.write(f"retired by row {row.id}; sealing it in {delay + 1} s")
-            time.sleep(delay + 1)
-        try:
-            seals = audit_chain.seal()
-        except audit_chain.ChainBroken as broken:
-            raise CommandError(str(broken)) from broken
+        audit_chain.seal()
+        with transaction.atomic():
+            marks = audit_chain.mac_purge_marks_again(key_id)
         newest = AuditSeal.objects.order_by("-seq").first()
-        if newest is None or newest.last_id < row.id:
-            raise CommandError(f"row {row.id} is not sealed yet: run seal_audit")
-        self.stdout.write(f"{key_id!r} retired by row {row.id}, sealed in seal {newest.seq}")
-        if seals:
-            self.stdout.write(f"anchor {audit_chain.anchor_text(seals[-1])}")
+        if newest is None:
+            raise CommandError("nothing is sealed yet: run seal_audit, then retire again")
+        retired = json.dumps({key_id: audit_chain.anchor_text(newest)})
+        self.stdout.write(
+            f"{key_id!r} verified up to seal {newest.seq}; {marks} purge mark(s) MACed again "
+            f"with {keys.active!r}.\nOn every node, add to AUDIT_MAC_KEYRING (keeping the key "
+            f'itself): "retired": {retired}\nFrom then on, verify_audit reports anything '
+            f"{key_id!r} MACs beyond that seal."
+        )
+
+
+def _still_in_use(key_id: str) -> bool:
+    """Rows MACed with it just now: a node still has it as its active key. (A sealer that
+    still has it is reported by verify_audit after the retirement: the seal the retirement
+    names holds, whichever key made it, since its MAC is then in every node's keyring.)"""
+    recently = timezone.now() - STILL_IN_USE
+    return AuditEvent.objects.filter(at__gte=recently, mac_key=key_id).exists()
 
 
 def _count_by_key(model) -> dict[str, int]:
