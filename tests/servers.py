@@ -149,7 +149,9 @@ def manage(env: dict, *args, stdin: str | None = None) -> str:
 
 
 class Gunicorn:
-    def __init__(self, env: dict, workers: int = 2, threads: int = 1):
+    def __init__(self, env: dict, workers: int = 2, threads: int = 1, config: str | None = None):
+        """``config``: a gunicorn configuration file (deploy/gunicorn.conf.py, as a node runs
+        it); the bind address, the workers and the logs given here take precedence."""
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -162,6 +164,7 @@ class Gunicorn:
                 sys.executable,
                 "-m",
                 "gunicorn",
+                *(["--config", config] if config else []),
                 "portal.wsgi:application",
                 "--bind",
                 f"127.0.0.1:{self.port}",
