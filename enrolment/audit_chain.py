@@ -114,6 +114,11 @@ def _seal_next_range(cutoff: datetime) -> AuditSeal | None:
     with transaction.atomic():
         # The latest seal's row lock: two sealers take turns instead of forking the chain.
         previous = AuditSeal.objects.select_for_update().order_by("-seq").first()
+        if previous is not None and not _seal_holds(previous):
+            raise ChainBroken(
+                f"the newest seal ({previous.seq}) does not verify: nothing sealed onto it "
+                "(run verify_audit)"
+            )
         rows = AuditEvent.objects.all()
         if previous is not None:
             rows = rows.filter(id__gt=previous.last_id)
@@ -144,6 +149,12 @@ def _seal_next_range(cutoff: datetime) -> AuditSeal | None:
         new.mac = audit.seal_mac(_canonical_seal(new), new.mac_key)
         new.save()
         return new
+
+
+def _seal_holds(seal: AuditSeal) -> bool:
+    if seal.mac_key not in audit_keys.mac_keys().secrets:
+        return False
+    return seal.mac == audit.seal_mac(_canonical_seal(seal), seal.mac_key)
 
 
 def _digest(ids_and_macs) -> str:
@@ -243,13 +254,15 @@ class Retirement:
 
 def _retirements(seals: list[AuditSeal]) -> tuple[dict[str, Retirement], list[Finding]]:
     retired, findings = {}, []
+    by_seq = {seal.seq: seal for seal in seals}
     for key_id, (seq, mac) in audit_keys.mac_keys().retired.items():
-        if not any(seal.seq == seq and seal.mac == mac for seal in seals):
+        named = by_seq.get(seq)
+        if named is None or named.mac != mac:
             message = f"seal {seq}, where key {key_id!r} was retired, is not in the chain"
             findings.append(Finding("seal_missing", message, seal=seq))
-        # If that seal is gone (reported), where the chain before it ends.
-        last_id = max((seal.last_id for seal in seals if seal.seq <= seq), default=0)
-        retired[key_id] = Retirement(seq, last_id)
+            # Reported; its predecessor's end, if there is one, bounds the key's rows.
+            named = by_seq.get(seq - 1)
+        retired[key_id] = Retirement(seq, named.last_id if named else 0)
     return retired, findings
 
 
@@ -297,8 +310,12 @@ def _check_seal_order(seal: AuditSeal, previous: AuditSeal | None) -> Iterator[F
             f"seal {seal.seq} starts at row {seal.first_id}, after row {previous.last_id}",
             seal=seal.seq,
         )
-    if seal.first_id > seal.last_id:
-        yield Finding("seal_chain", f"seal {seal.seq} holds no row range", seal=seal.seq)
+    if not 0 <= seal.last_id - seal.first_id < SEAL_BATCH:
+        yield Finding(
+            "seal_chain",
+            f"seal {seal.seq} holds rows {seal.first_id}-{seal.last_id}, which no seal does",
+            seal=seal.seq,
+        )
 
 
 def _check_purge_mark(seal: AuditSeal, retired: dict[str, Retirement]) -> Iterator[Finding]:
@@ -360,8 +377,18 @@ def _check_copies() -> Iterator[Finding]:
 
 
 def _check_sealed_range(seal: AuditSeal, rows: list[tuple[int, str]]) -> Iterator[Finding]:
+    if seal.last_id - seal.first_id >= SEAL_BATCH:
+        return  # a forged range (reported with the seal), which must not fill the memory
     if seal.purged_at is not None:
-        return  # purged on purpose; rows still there are the purge's unfinished business
+        # The purge deletes a range and marks it in one transaction: nothing stays behind.
+        for row_id, _ in rows:
+            yield Finding(
+                "inserted",
+                f"row {row_id} lies in the range purged with seal {seal.seq}",
+                row_id=row_id,
+                seal=seal.seq,
+            )
+        return
     expected = set(range(seal.first_id, seal.last_id + 1)) - set(seal.gaps)
     present = {row_id for row_id, _ in rows}
     for row_id in sorted(expected - present):
@@ -402,21 +429,31 @@ def purge(before: datetime) -> tuple[int, int]:
     return seals_purged, rows_purged
 
 
-def mac_purge_marks_again(key_id: str) -> int:
-    """The purge marks made with ``key_id``, MACed again with the active key (they were
-    verified first): once the key is retired, a purge mark made with it is a forgery."""
+class PurgeMarkForged(Exception):
+    """A purge mark that does not verify: nothing is MACed again over it."""
+
+
+def mac_purge_marks_again(key_id: str) -> list[AuditSeal]:
+    """The purge marks made with ``key_id``, checked and MACed again with the active key
+    under their row locks, in one transaction: once the key is retired, a purge mark made
+    with it is a forgery. PurgeMarkForged if one does not verify (nothing is changed)."""
     marks = AuditSeal.objects.filter(purged_at__isnull=False)
     if key_id == audit_keys.LEGACY:
         marks = marks.filter(purge_mac_key__in=["", key_id])
     else:
         marks = marks.filter(purge_mac_key=key_id)
-    count = 0
-    for seal in marks.select_for_update():
-        seal.purge_mac_key = audit_keys.mac_keys().active
-        seal.purge_mac = _purge_mac(seal)
-        seal.save(update_fields=["purge_mac", "purge_mac_key"])
-        count += 1
-    return count
+    with transaction.atomic():
+        marked = list(marks.select_for_update().order_by("seq"))
+        for seal in marked:
+            if seal.mac != audit.seal_mac(_canonical_seal(seal), seal.mac_key) or (
+                seal.purge_mac != _purge_mac(seal)
+            ):
+                raise PurgeMarkForged(f"seal {seal.seq}'s purge mark does not verify")
+        for seal in marked:
+            seal.purge_mac_key = audit_keys.mac_keys().active
+            seal.purge_mac = _purge_mac(seal)
+            seal.save(update_fields=["purge_mac", "purge_mac_key"])
+    return marked
 
 
 def retention_cutoff(now: datetime | None = None, days: int | None = None) -> datetime:

@@ -6,12 +6,13 @@ adds named keys; its active one MACs every new row, seal and purge mark, and eve
 records the id of its key.
 
 Rotating is not enough when a key may have leaked: whoever holds it can still MAC rows and
-seals that verify. ``manage.py audit_key retire ID`` seals the trail and prints the newest seal;
-once that is in the keyring's "retired" on every node, ``verify_audit`` accepts the key for
-that seal and what it covers only, and reports anything else MACed with it. The retirement is
-kept in the nodes' settings, not in the database that a thief of the key may write to, and the
-seal it names must stay in the chain, like an anchor. A retired key stays configured, verify
-only: the seals it made cannot be checked without it.
+seals that verify. ``manage.py audit_key retire ID`` checks and seals the trail and prints the
+newest seal; once that is in the keyring's "retired" on every node, ``verify_audit`` accepts
+the key for the seals up to that one and the rows they cover, and reports any other row, seal
+or purge mark MACed with it. The retirement is kept in the nodes' settings, not in the
+database that a thief of the key may write to, and the seal it names must stay in the chain,
+like an anchor. A retired key stays configured, verify only: the seals it made cannot be
+checked without it.
 """
 
 import hashlib

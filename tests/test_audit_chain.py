@@ -239,3 +239,25 @@ def test_an_ipv4_mapped_address_verifies_whatever_prints_it(settings):
     )
     call_command("seal_audit", stdout=StringIO())
     assert verify_audit()[0] == 0
+
+
+def test_a_row_put_into_a_purged_range_is_reported(settings):
+    """A purged range holds no row: one put back there (from a backup, or forged) is found."""
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    old = events(3, at=timezone.now() - timedelta(days=200))
+    call_command("purge_audit", stdout=StringIO())
+    assert verify_audit()[0] == 0
+    AuditEvent.objects.bulk_create([old[1]])  # the same row, its MAC intact, at its own id
+    status, report = verify_audit()
+    assert status == 1
+    assert f"inserted\trow {old[1].id} lies in the range purged with seal 1" in report
+
+
+def test_a_seal_claiming_a_huge_range_is_reported_and_not_sealed_onto(sealed):
+    AuditSeal.objects.filter(seq=1).update(last_id=10**12)  # no key needed for that
+    status, report = verify_audit()  # without building a set of 10**12 ids
+    assert status == 1
+    assert f"seal 1 holds rows {sealed[0].id}-{10**12}, which no seal does" in report
+    events(1)
+    with pytest.raises(CommandError, match=r"the newest seal \(1\) does not verify"):
+        call_command("seal_audit", stdout=StringIO())

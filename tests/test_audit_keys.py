@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from enrolment import audit, checks
+from enrolment.management.commands import audit_key as audit_key_command
 from enrolment.models import AuditEvent, AuditSeal
 from tests.test_audit_chain import events, verify_audit
 
@@ -29,7 +30,13 @@ def keyring(active: str, **keys: str) -> str:
 
 
 @pytest.fixture
-def rotated(settings):
+def no_wait(monkeypatch):
+    """audit_key retire, without waiting 5 minutes after the old key's last seal."""
+    monkeypatch.setattr(audit_key_command, "STILL_IN_USE", timedelta(0))
+
+
+@pytest.fixture
+def rotated(settings, no_wait):
     """An hour of rows under the first key (AUDIT_MAC_KEY), sealed; then every node given a
     keyring whose active key is a new one, and a few rows under it."""
     settings.AUDIT_SEAL_DELAY_SECONDS = 0
@@ -79,12 +86,15 @@ def test_a_retired_key_can_no_longer_add_to_the_trail(rotated, settings):
     assert "active key: 2027" in status and "legacy\t5\t1\tafter seal 2" in status
 
     forged = forged_row("legacy")
-    # A node that still has the old settings writes and seals with the old key.
+    # A node that still has the old settings writes with the old key; it cannot seal onto
+    # the new key's seals, which it cannot verify: the thief seals them with the old key.
     nodes_keyring = settings.AUDIT_MAC_KEYRING
     settings.AUDIT_MAC_KEYRING = ""
     [lagging] = events(1)
-    call_command("seal_audit", stdout=StringIO())
+    with pytest.raises(CommandError, match=r"the newest seal \(2\) does not verify"):
+        call_command("seal_audit", stdout=StringIO())
     settings.AUDIT_MAC_KEYRING = nodes_keyring
+    forged_seal("legacy")
     status, report = verify_audit()
     assert status == 1
     for row in (forged, lagging):
@@ -92,6 +102,30 @@ def test_a_retired_key_can_no_longer_add_to_the_trail(rotated, settings):
             f"retired_key\trow {row.id} was MACed with key 'legacy' after its retirement" in report
         )
     assert "retired_key\tseal 3 was MACed with key 'legacy' after its retirement" in report
+
+
+def forged_seal(key_id: str) -> AuditSeal:
+    """A seal of the rows not sealed yet, MACed with ``key_id``, made as the sealer makes one
+    (its algorithm is no secret)."""
+    from enrolment.audit_chain import _canonical_seal, _digest
+
+    previous = AuditSeal.objects.order_by("-seq").first()
+    rows = AuditEvent.objects.filter(id__gt=previous.last_id).order_by("id")
+    ids_and_macs = list(rows.values_list("id", "mac"))
+    seal = AuditSeal(
+        seq=previous.seq + 1,
+        first_id=previous.last_id + 1,
+        last_id=ids_and_macs[-1][0],
+        count=len(ids_and_macs),
+        gaps=[],
+        digest=_digest(ids_and_macs),
+        last_at=rows.last().at,
+        previous_mac=previous.mac,
+        mac_key=key_id,
+    )
+    seal.mac = audit.seal_mac(_canonical_seal(seal), key_id)
+    seal.save()
+    return seal
 
 
 def test_a_retired_key_cannot_mark_a_range_purged(rotated, settings):
@@ -112,15 +146,16 @@ def test_a_retired_key_cannot_mark_a_range_purged(rotated, settings):
     assert f"retired_key\tseal {newest.seq}'s purge mark was MACed with key 'legacy'" in report
 
 
-def test_purge_marks_made_before_the_retirement_stay_valid(settings):
+def test_purge_marks_made_before_the_retirement_stay_valid(settings, no_wait):
     settings.AUDIT_SEAL_DELAY_SECONDS = 0
-    events(4, at=timezone.now() - timedelta(days=400))
+    purged = events(4, at=timezone.now() - timedelta(days=400))
     call_command("purge_audit", stdout=StringIO())  # with the legacy key
     assert AuditSeal.objects.get().purge_mac_key in ("", "legacy")
     settings.AUDIT_MAC_KEYRING = keyring("2027", **{"2027": NEW_SECRET})
     events(2)
-    printed = retire(settings, "legacy", "--force")  # the purge's own audit row is recent
-    assert "1 purge mark(s) MACed again with '2027'" in printed
+    printed = retire(settings, "legacy")
+    rows = f"rows {purged[0].id}-{purged[-1].id}"
+    assert f"purge mark of seal 1 ({rows}, purged " in printed and "with '2027'" in printed
     assert AuditSeal.objects.get(seq=1).purge_mac_key == "2027"
     status, report = verify_audit()
     assert status == 0, report
@@ -146,7 +181,9 @@ def test_a_row_relabelled_with_another_keys_id_does_not_verify(rotated):
     assert status == 1 and f"altered\trow {new[0].id} was altered or forged" in report
 
 
-def test_retire_refuses_the_active_key_a_key_in_use_and_a_forged_trail(rotated, settings):
+def test_retire_refuses_the_active_key_a_key_in_use_and_a_forged_trail(
+    rotated, settings, monkeypatch
+):
     with pytest.raises(CommandError, match="'2027' is the active key"):
         audit_key("retire", "2027")
     with pytest.raises(CommandError, match="no key 'nope' is configured"):
@@ -155,8 +192,10 @@ def test_retire_refuses_the_active_key_a_key_in_use_and_a_forged_trail(rotated, 
     settings.AUDIT_MAC_KEYRING = ""
     events(1)  # just now, with the old key: some node has not the new keyring yet
     settings.AUDIT_MAC_KEYRING = nodes_keyring
-    with pytest.raises(CommandError, match="a node still uses it"):
+    monkeypatch.setattr(audit_key_command, "STILL_IN_USE", timedelta(minutes=5))
+    with pytest.raises(CommandError, match="a node, sealer or purger still uses it"):
         audit_key("retire", "legacy")
+    monkeypatch.setattr(audit_key_command, "STILL_IN_USE", timedelta(0))
     AuditEvent.objects.filter(mac_key="legacy").update(at=timezone.now() - timedelta(hours=1))
     with pytest.raises(CommandError, match="the trail does not verify"):
         audit_key("retire", "legacy")  # the row just edited (its time) no longer verifies

@@ -18,7 +18,6 @@ import secrets
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -69,16 +68,12 @@ class Command(BaseCommand):
             raise CommandError(f"{key_id!r} is retired already")
         if _still_in_use(key_id) and not force:
             raise CommandError(
-                f"rows of the last {STILL_IN_USE.seconds // 60} minutes are MACed with "
-                f"{key_id!r}: a node still uses it (give it the new keyring), or --force, and "
-                "verify_audit will report them"
+                f"rows, seals or purge marks of the last {STILL_IN_USE.seconds // 60} minutes "
+                f"are MACed with {key_id!r}: a node, sealer or purger still uses it (give it "
+                "the new keyring and wait), or --force: verify_audit will then report what it "
+                "MACs after the retirement, for good"
             )
-        findings = audit_chain.verify()
-        if findings:
-            raise CommandError(
-                f"the trail does not verify ({len(findings)} finding(s), see verify_audit): "
-                "a key is not retired over a trail that may already be forged"
-            )
+        _refuse_unless_verified("before")
         audit.write(
             actor_kind=AuditEvent.ActorKind.SYSTEM,
             actor="manage.py audit_key",
@@ -86,27 +81,46 @@ class Command(BaseCommand):
             target=key_id,
             outcome="ok",
         )
-        audit_chain.seal()
-        with transaction.atomic():
+        try:
+            audit_chain.seal()
             marks = audit_chain.mac_purge_marks_again(key_id)
+        except (audit_chain.ChainBroken, audit_chain.PurgeMarkForged) as broken:
+            raise CommandError(f"{broken}; not retired") from broken
+        _refuse_unless_verified("after sealing")  # nothing slipped in meanwhile
         newest = AuditSeal.objects.order_by("-seq").first()
         if newest is None:
             raise CommandError("nothing is sealed yet: run seal_audit, then retire again")
+        for seal in marks:  # to compare with the purges' own audit rows and logs
+            self.stdout.write(
+                f"purge mark of seal {seal.seq} (rows {seal.first_id}-{seal.last_id}, purged "
+                f"{seal.purged_at:%Y-%m-%d %H:%M}) MACed again with {keys.active!r}"
+            )
         retired = json.dumps({key_id: audit_chain.anchor_text(newest)})
         self.stdout.write(
-            f"{key_id!r} verified up to seal {newest.seq}; {marks} purge mark(s) MACed again "
-            f"with {keys.active!r}.\nOn every node, add to AUDIT_MAC_KEYRING (keeping the key "
-            f'itself): "retired": {retired}\nFrom then on, verify_audit reports anything '
-            f"{key_id!r} MACs beyond that seal."
+            f"{key_id!r} verified up to seal {newest.seq}.\nOn every node, add to "
+            f'AUDIT_MAC_KEYRING (keeping the key itself): "retired": {retired}\nFrom then '
+            f"on, verify_audit reports anything {key_id!r} MACs beyond that seal."
+        )
+
+
+def _refuse_unless_verified(when: str) -> None:
+    findings = audit_chain.verify()
+    if findings:
+        raise CommandError(
+            f"the trail does not verify {when} ({len(findings)} finding(s), see verify_audit):"
+            " a key is not retired over a trail that may already be forged"
         )
 
 
 def _still_in_use(key_id: str) -> bool:
-    """Rows MACed with it just now: a node still has it as its active key. (A sealer that
-    still has it is reported by verify_audit after the retirement: the seal the retirement
-    names holds, whichever key made it, since its MAC is then in every node's keyring.)"""
+    """Rows, seals or purge marks MACed with it just now: a node still has it active."""
     recently = timezone.now() - STILL_IN_USE
-    return AuditEvent.objects.filter(at__gte=recently, mac_key=key_id).exists()
+    purge_keys = ["", key_id] if key_id == audit_keys.LEGACY else [key_id]
+    return (
+        AuditEvent.objects.filter(at__gte=recently, mac_key=key_id).exists()
+        or AuditSeal.objects.filter(sealed_at__gte=recently, mac_key=key_id).exists()
+        or AuditSeal.objects.filter(purged_at__gte=recently, purge_mac_key__in=purge_keys).exists()
+    )
 
 
 def _count_by_key(model) -> dict[str, int]:
