@@ -78,10 +78,10 @@ def anchor_text(seal: AuditSeal) -> str:
 
 
 def parse_anchor(text: str) -> tuple[int, str]:
-    seq, _, mac = text.strip().partition(":")
-    if not seq.isdigit() or len(mac) != 64:
+    anchor = audit_keys.parse_anchor(text)
+    if anchor is None:
         raise ValueError(f"not an anchor (SEQ:MAC): {text.strip()[:80]!r}")
-    return int(seq), mac
+    return anchor
 
 
 def last_anchor() -> tuple[int, str] | None:
@@ -191,7 +191,9 @@ def _purge_mac(seal: AuditSeal) -> str:
 
 @dataclass(frozen=True)
 class Finding:
-    problem: str  # altered, inserted, copied, missing, seal_altered, seal_missing, ...
+    # altered, inserted, copied, missing, replaced, unsealed, seal_altered, seal_missing,
+    # seal_chain, unknown_key, retired_key
+    problem: str
     message: str
     row_id: int | None = None
     seal: int | None = None
@@ -210,7 +212,7 @@ def verify(anchor: tuple[int, str] | None = None, now: datetime | None = None) -
     reported too: their seal was removed, or the sealer does not run."""
     seals = list(AuditSeal.objects.order_by("seq"))
     anchor = anchor or last_anchor()
-    retired, findings = _retirements(seals)
+    retired, findings = _retirement_bounds(seals)
     findings += list(_check_seals(seals, retired))
     findings += list(_check_rows(seals, retired))
     findings += list(_check_anchor(seals, anchor))
@@ -252,7 +254,7 @@ class Retirement:
     last_id: int
 
 
-def _retirements(seals: list[AuditSeal]) -> tuple[dict[str, Retirement], list[Finding]]:
+def _retirement_bounds(seals: list[AuditSeal]) -> tuple[dict[str, Retirement], list[Finding]]:
     retired, findings = {}, []
     by_seq = {seal.seq: seal for seal in seals}
     for key_id, (seq, mac) in audit_keys.mac_keys().retired.items():

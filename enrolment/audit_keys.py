@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 LEGACY = "legacy"  # the id of AUDIT_MAC_KEY
-RETIRE_ACTION = "audit.retire_mac_key"
+KEYRING_SHAPE = '{"active": ID, "keys": {ID: secret}, "retired": {ID: "SEQ:MAC"}}'
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}")  # fits the mac_key columns
 ANCHOR_PATTERN = re.compile(r"(\d+):([0-9a-f]{64})")
 MIN_SECRET_LENGTH = 32
@@ -61,13 +61,13 @@ def _parse(keyring_text: str, legacy_secret: str) -> MacKeys:
     except json.JSONDecodeError as exc:
         raise ImproperlyConfigured(f"AUDIT_MAC_KEYRING is not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
-        raise ImproperlyConfigured('AUDIT_MAC_KEYRING must be {"active": ID, "keys": {ID: secret}}')
+        raise ImproperlyConfigured(f"AUDIT_MAC_KEYRING must be {KEYRING_SHAPE}")
     named = data["keys"]
     _check_named_keys(named, legacy_secret)
     secrets = {LEGACY: legacy_secret, **named}
-    if data.get("active") not in named:
+    if not isinstance(data.get("active"), str) or data["active"] not in named:
         raise ImproperlyConfigured("AUDIT_MAC_KEYRING: its active key is not among its keys")
-    retired = _retirements(data.get("retired", {}), secrets, data["active"])
+    retired = _parse_retired(data.get("retired", {}), secrets, data["active"])
     return MacKeys(active=data["active"], secrets=secrets, retired=retired)
 
 
@@ -87,7 +87,13 @@ def _check_named_keys(named: dict, legacy_secret: str) -> None:
         raise ImproperlyConfigured("AUDIT_MAC_KEYRING: two keys share one secret")
 
 
-def _retirements(retired, secrets: dict, active: str) -> dict[str, tuple[int, str]]:
+def parse_anchor(text: str) -> tuple[int, str] | None:
+    """A seal as ``SEQ:MAC`` (seal_audit's anchors, a retirement's seal), or None."""
+    match = ANCHOR_PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
+    return (int(match[1]), match[2]) if match else None
+
+
+def _parse_retired(retired, secrets: dict, active: str) -> dict[str, tuple[int, str]]:
     if not isinstance(retired, dict):
         raise ImproperlyConfigured('AUDIT_MAC_KEYRING: "retired" must be {ID: "SEQ:MAC"}')
     found = {}
@@ -97,11 +103,11 @@ def _retirements(retired, secrets: dict, active: str) -> dict[str, tuple[int, st
                 "AUDIT_MAC_KEYRING: a retired key must stay among its keys (it verifies what "
                 "it made), and cannot be the active one"
             )
-        match = ANCHOR_PATTERN.fullmatch(anchor) if isinstance(anchor, str) else None
-        if match is None:
+        seal = parse_anchor(anchor)
+        if seal is None:
             raise ImproperlyConfigured(
                 f'AUDIT_MAC_KEYRING: the retirement of {key_id} must be "SEQ:MAC", as '
                 "audit_key retire printed it"
             )
-        found[key_id] = (int(match[1]), match[2])
+        found[key_id] = seal
     return found

@@ -34,7 +34,7 @@ def check_audit_keys(app_configs=None, **kwargs):
         return [
             checks.Error(
                 f"Audit MAC keys unusable: {exc}",
-                hint='AUDIT_MAC_KEYRING is {"active": ID, "keys": {ID: secret}}, or unset.',
+                hint=f"AUDIT_MAC_KEYRING is {audit_keys.KEYRING_SHAPE}, or unset.",
                 id="enrolment.E006",
             )
         ]

@@ -47,10 +47,10 @@ def issue(user) -> tuple[str, StaffEnrolmentToken]:
         row = StaffEnrolmentToken.objects.create(
             user=user, token_hash=_digest(token), expires_at=expires_at
         )
-    return grouped(token), row
+    return in_groups(token), row
 
 
-def grouped(token: str) -> str:
+def in_groups(token: str) -> str:
     """As it is read out and typed: groups of four."""
     return "-".join(token[i : i + 4] for i in range(0, len(token), 4))
 

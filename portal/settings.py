@@ -246,7 +246,8 @@ MAIL_SESSION_KEY = env_secret("MAIL_SESSION_KEY") or SECRET_KEY
 # apart from SECRET_KEY, so that rotating the session key does not break the trail, and keep
 # it out of the database's backups, like the keyring.
 AUDIT_MAC_KEY = env_secret("AUDIT_MAC_KEY") or SECRET_KEY
-# Named keys to rotate it (enrolment/audit_keys.py): JSON {"active": ID, "keys": {ID: secret}}.
+# Named keys to rotate it (enrolment/audit_keys.py): JSON {"active": ID, "keys": {ID: secret},
+# "retired": {ID: "SEQ:MAC"}}.
 AUDIT_MAC_KEYRING = env_secret("AUDIT_MAC_KEYRING")
 AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
 # Rows younger than this are left for the next seal: a transaction still open may yet commit

@@ -94,6 +94,11 @@ def _to(name: str, request):
     return redirect(f"{reverse(name)}?{urlencode({'next': request.get_full_path()})}")
 
 
+def _step(name: str, request):
+    """Another step of the staff login, still bound for where the login was going."""
+    return redirect(f"{reverse(name)}?{urlencode({'next': _next_url(request)})}")
+
+
 def _next_url(request, default: str = "helpdesk_search") -> str:
     candidate = request.POST.get("next") or request.GET.get("next") or ""
     if url_has_allowed_host_and_scheme(
@@ -185,7 +190,7 @@ def _password_step_done(view):
 def staff_code(request):
     """Step 2: the code from the staff member's own phone, or its enrolment the first time."""
     if not Device.objects.filter(user=request.user, confirmed=True).exists():
-        return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
+        return _step("staff_enrol", request)
     form = CodeForm(request.POST or None)
     wait = _address_wait(request) if request.method == "POST" else 0
     if wait:
@@ -239,19 +244,19 @@ def staff_enrol(request):
     shown only to the browser session that presented the account's enrolment token, and
     made for that session alone."""
     if Device.objects.filter(user=request.user, confirmed=True).exists():
-        return redirect(f"{reverse('staff_code')}?{urlencode({'next': _next_url(request)})}")
+        return _step("staff_code", request)
     if staff_tokens.presented_token(request.user, request.session.get(PRESENTED_TOKEN)) is None:
         return _ask_for_token(request)
     form = CodeForm(request.POST or None)
     device = _owned_pending_device(request)
     if device is None:
         if request.method == "POST":  # the key this page showed is gone: show a new one
-            return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
+            return _step("staff_enrol", request)
         device = _new_pending_device(request)
     if request.method == "POST" and form.is_valid():
         result = _confirm_spending_the_token(request, device, form.cleaned_data["code"])
         if result is None:  # the token was replaced or expired since this page was shown
-            return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
+            return _step("staff_enrol", request)
         if result.outcome is Outcome.CONFIRMED:
             device.refresh_from_db()
             request.session.pop(PENDING, None)
@@ -282,8 +287,8 @@ def staff_enrol(request):
 
 def _confirm_spending_the_token(request, device: Device, code: str):
     """The phone confirmed and the session's token spent in one transaction, under the token's
-    row lock: a token replaced or expired meanwhile confirms nothing (None), and a new one
-    issued meanwhile (reset-phone) is not the one spent."""
+    row lock: a token replaced (reset-phone, enrolment-token) or expired since the page was
+    shown confirms nothing (None)."""
     presented = request.session.get(PRESENTED_TOKEN)
     with transaction.atomic():
         token = staff_tokens.presented_token(request.user, presented, lock=True)
@@ -308,7 +313,7 @@ def _ask_for_token(request):
         if token is not None:
             request.session[PRESENTED_TOKEN] = token.pk
             audit.record(request, "staff.enrolment_token", outcome="ok")
-            return redirect(f"{reverse('staff_enrol')}?{urlencode({'next': _next_url(request)})}")
+            return _step("staff_enrol", request)
         _spend_address_budget(request)
         audit.record(
             request, "staff.enrolment_token", outcome="reject", details={"reason": outcome.value}

@@ -81,9 +81,12 @@ def forged_row(key_id: str) -> AuditEvent:
 def test_a_retired_key_can_no_longer_add_to_the_trail(rotated, settings):
     printed = retire(settings, "legacy")
     assert "'legacy' verified up to seal 2" in printed
+    retirement = AuditEvent.objects.get(action="audit.retire_mac_key", outcome="ok")
+    assert (retirement.target, retirement.mac_key) == ("legacy", "2027")
+    assert retirement.details["seal"] == json.loads(settings.AUDIT_MAC_KEYRING)["retired"]["legacy"]
     assert verify_audit()[0] == 0  # what the old key made before stays valid
     status = audit_key("status")
-    assert "active key: 2027" in status and "legacy\t5\t1\tafter seal 2" in status
+    assert "active key: 2027" in status and "legacy\t5\t1\tup to seal 2" in status
 
     forged = forged_row("legacy")
     # A node that still has the old settings writes with the old key; it cannot seal onto
@@ -168,7 +171,7 @@ def test_the_seal_a_retirement_names_must_stay_in_the_chain(rotated, settings):
     AuditSeal.objects.filter(seq__gte=2).delete()
     status, report = verify_audit()
     assert status == 1
-    assert "seal_missing\tseal 3, where key 'legacy' was retired, is not in the chain" in report
+    assert "seal_missing\tseal 2, where key 'legacy' was retired, is not in the chain" in report
 
 
 def test_a_row_relabelled_with_another_keys_id_does_not_verify(rotated):

@@ -34,10 +34,14 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         sub.add_parser("status", help="the active key, and what each key MACed")
         sub.add_parser("new", help="print a random secret for AUDIT_MAC_KEYRING")
-        retire = sub.add_parser("retire", help="nothing MACed with this key is valid any more")
+        retire = sub.add_parser(
+            "retire", help="this key verifies up to the newest seal, and nothing after it"
+        )
         retire.add_argument("key_id")
         retire.add_argument(
-            "--force", action="store_true", help="even if rows were MACed with it just now"
+            "--force",
+            action="store_true",
+            help="even if rows, seals or purge marks were MACed with it just now",
         )
 
     def handle(self, *args, action, **options):
@@ -50,7 +54,7 @@ class Command(BaseCommand):
         self.stdout.write(f"active key: {keys.active}")
         self.stdout.write("key\trows\tseals\tretired")
         for key_id in sorted(set(keys.secrets) | set(rows) | set(seals)):
-            state = f"after seal {keys.retired[key_id][0]}" if key_id in keys.retired else "-"
+            state = f"up to seal {keys.retired[key_id][0]}" if key_id in keys.retired else "-"
             if key_id not in keys.secrets:
                 state += " (NOT CONFIGURED: verify_audit cannot check its MACs)"
             self.stdout.write(f"{key_id}\t{rows.get(key_id, 0)}\t{seals.get(key_id, 0)}\t{state}")
@@ -59,6 +63,28 @@ class Command(BaseCommand):
         self.stdout.write(secrets.token_urlsafe(32))
 
     def handle_retire(self, key_id, force, **options):
+        self._refuse_to_retire(key_id, force)
+        try:
+            audit_chain.seal()
+            marks = audit_chain.mac_purge_marks_again(key_id)
+        except (audit_chain.ChainBroken, audit_chain.PurgeMarkForged) as broken:
+            raise CommandError(f"{broken}; not retired") from broken
+        _refuse_unless_verified("after sealing")  # nothing slipped in meanwhile
+        newest = AuditSeal.objects.order_by("-seq").first()
+        if newest is None:
+            raise CommandError("nothing is sealed yet: run seal_audit, then retire again")
+        anchor = audit_chain.anchor_text(newest)
+        audit.write(
+            actor_kind=AuditEvent.ActorKind.SYSTEM,
+            actor="manage.py audit_key",
+            action="audit.retire_mac_key",
+            target=key_id,
+            outcome="ok",
+            details={"seal": anchor, "purge_marks_maced_again": [seal.seq for seal in marks]},
+        )
+        self._tell(key_id, anchor, newest.seq, marks)
+
+    def _refuse_to_retire(self, key_id: str, force: bool) -> None:
         keys = audit_keys.mac_keys()
         if key_id not in keys.secrets:
             raise CommandError(f"no key {key_id!r} is configured")
@@ -74,32 +100,19 @@ class Command(BaseCommand):
                 "MACs after the retirement, for good"
             )
         _refuse_unless_verified("before")
-        audit.write(
-            actor_kind=AuditEvent.ActorKind.SYSTEM,
-            actor="manage.py audit_key",
-            action=audit_keys.RETIRE_ACTION,
-            target=key_id,
-            outcome="ok",
-        )
-        try:
-            audit_chain.seal()
-            marks = audit_chain.mac_purge_marks_again(key_id)
-        except (audit_chain.ChainBroken, audit_chain.PurgeMarkForged) as broken:
-            raise CommandError(f"{broken}; not retired") from broken
-        _refuse_unless_verified("after sealing")  # nothing slipped in meanwhile
-        newest = AuditSeal.objects.order_by("-seq").first()
-        if newest is None:
-            raise CommandError("nothing is sealed yet: run seal_audit, then retire again")
+
+    def _tell(self, key_id: str, anchor: str, seq: int, marks: list) -> None:
+        active = audit_keys.mac_keys().active
         for seal in marks:  # to compare with the purges' own audit rows and logs
             self.stdout.write(
                 f"purge mark of seal {seal.seq} (rows {seal.first_id}-{seal.last_id}, purged "
-                f"{seal.purged_at:%Y-%m-%d %H:%M}) MACed again with {keys.active!r}"
+                f"{seal.purged_at:%Y-%m-%d %H:%M}) MACed again with {active!r}"
             )
-        retired = json.dumps({key_id: audit_chain.anchor_text(newest)})
+        retired = json.dumps({key_id: anchor})
         self.stdout.write(
-            f"{key_id!r} verified up to seal {newest.seq}.\nOn every node, add to "
-            f'AUDIT_MAC_KEYRING (keeping the key itself): "retired": {retired}\nFrom then '
-            f"on, verify_audit reports anything {key_id!r} MACs beyond that seal."
+            f"{key_id!r} verified up to seal {seq}.\nOn every node, add to AUDIT_MAC_KEYRING "
+            f'(keeping the key itself): "retired": {retired}\nFrom then on, verify_audit '
+            f"reports anything {key_id!r} MACs beyond that seal."
         )
 
 

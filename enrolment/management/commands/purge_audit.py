@@ -1,7 +1,7 @@
 """Remove audit rows older than the retention period (AUDIT_RETENTION_DAYS, 183 by default),
 whole sealed ranges at a time, so that the trail still verifies afterwards."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from enrolment import audit, audit_chain
 from enrolment.models import AuditEvent
@@ -15,7 +15,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, days=None, **options):
         cutoff = audit_chain.retention_cutoff(days=days)
-        seals, rows = audit_chain.purge(cutoff)
+        try:
+            seals, rows = audit_chain.purge(cutoff)
+        except audit_chain.ChainBroken as broken:
+            raise CommandError(f"{broken}; nothing purged") from broken
         audit.write(
             actor_kind=AuditEvent.ActorKind.SYSTEM,
             actor="manage.py purge_audit",

@@ -7,7 +7,7 @@ Example usage::
     manage.py staff grant alice auditor
     manage.py staff revoke alice helpdesk
     manage.py staff reset-phone alice               # a lost phone: enrols again at next login
-    manage.py staff enrolment-token alice           # a new one-time token (the last expired)
+    manage.py staff enrolment-token alice           # a new one-time token, replacing the last
     manage.py staff disable alice
     manage.py staff list                            # roles, phone, state, enrolment token
 
@@ -33,11 +33,14 @@ from portal.staff import ROLES
 
 
 class Command(BaseCommand):
-    help = "Create staff accounts, grant and revoke their roles, reset a lost phone."
+    help = (
+        "Create staff accounts, grant and revoke their roles, reset a lost phone; give the "
+        "one-time token that the first login needs to enrol a phone."
+    )
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
-        create = sub.add_parser("create", help="a new staff account")
+        create = sub.add_parser("create", help="a new staff account, and its enrolment token")
         create.add_argument("username")
         create.add_argument("--role", action="append", choices=ROLES, required=True)
         create.add_argument("--email", default="")
@@ -46,12 +49,13 @@ class Command(BaseCommand):
             command = sub.add_parser(name, help=text)
             command.add_argument("username")
             command.add_argument("role", choices=ROLES)
-        sub.add_parser("reset-phone", help="remove the staff phone").add_argument("username")
+        reset = sub.add_parser("reset-phone", help="remove the staff phone; a new token")
+        reset.add_argument("username")
         sub.add_parser(
-            "enrolment-token", help="a new one-time token to enrol a phone"
+            "enrolment-token", help="a new one-time token to enrol a phone (none enrolled yet)"
         ).add_argument("username")
         sub.add_parser("disable", help="no more login").add_argument("username")
-        sub.add_parser("list", help="staff accounts and their roles")
+        sub.add_parser("list", help="staff accounts: roles, phone, state, enrolment token")
 
     def handle(self, *args, action, **options):
         getattr(self, f"handle_{action.replace('-', '_')}")(**options)

@@ -1,4 +1,5 @@
-"""Check the audit trail: every altered, inserted, copied or missing row, every bad seal.
+"""Check the audit trail: every altered, inserted, copied or missing row, every bad seal, and
+anything MACed with a key that is not configured or after its retirement.
 
 Exit status 0 when the trail is intact, 1 when anything was found (each finding on stdout).
 """
