@@ -293,15 +293,19 @@ def _sealed_under_missing_keys(candidates: list[Candidate]) -> bool:
 
 @sensitive_variables("password")
 def _check_password(password: str, professional: Professional | None) -> bool:
-    """One Argon2id check, whatever happens; rehashes when the parameters changed."""
+    """One Argon2id check, whatever happens, timed; rehashes when the parameters changed."""
+    started = time.perf_counter()
     if professional is None or not professional.mail_password:
         check_password(password, dummy_hash())
-        return False
+        right = False
+    else:
 
-    def rehash(raw):
-        Professional.objects.filter(pk=professional.pk).update(mail_password=make_password(raw))
+        def rehash(raw):
+            Professional.objects.filter(pk=professional.pk).update(mail_password=make_password(raw))
 
-    return check_password(password, professional.mail_password, setter=rehash)
+        right = check_password(password, professional.mail_password, setter=rehash)
+    indicators.HASH_SECONDS.observe(time.perf_counter() - started)
+    return right
 
 
 def _claim_and_open(attempt: Attempt, mailbox, who: Candidate, step: int) -> Decision:

@@ -59,6 +59,10 @@ def test_logins_by_outcome_and_protocol_and_latency(metrics, claire, nginx_secre
     assert delta(before, after, f'{name}{{outcome="reject",protocol="imap"}}') == 0
     assert delta(before, after, "mss_totp_verify_seconds_count") == 5
     assert delta(before, after, "mss_totp_verify_seconds_sum") > 0
+    # One hash for the new login and one for each refusal; none for the session hit.
+    assert delta(before, after, "mss_totp_password_hash_seconds_count") == 4
+    hashes = delta(before, after, "mss_totp_password_hash_seconds_sum")
+    assert 0 < hashes < delta(before, after, "mss_totp_verify_seconds_sum")
     assert after["mss_totp_mail_sessions"] == 1
 
 
