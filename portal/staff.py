@@ -41,10 +41,13 @@ VERIFIED_AT = "staff_verified_at"
 
 
 def roles_of(user) -> set[str]:
-    """The roles a staff member holds: their groups that are roles, by exact name."""
+    """The roles a staff member holds: their groups that are roles, by exact name. Read once
+    per request: the role check and the staff menu both ask (``user`` is the request's)."""
     if not user.is_authenticated or not user.is_active or hasattr(user, "professional"):
         return set()
-    return set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+    if not hasattr(user, "_staff_roles"):
+        user._staff_roles = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+    return user._staff_roles
 
 
 def staff_roles(request) -> dict:

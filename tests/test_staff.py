@@ -11,7 +11,9 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from enrolment import staff_tokens, totp
@@ -384,4 +386,7 @@ def test_the_staff_menu_shows_the_roles_held_and_no_look_alike(make_staff):
     auditor.user.groups.add(Group.objects.create(name="helpdesk-trainees"))  # not a role
     assert staff_menu(log_in(Client(), auditor), "/audit/") == {"Audit trail", "Summary"}
     helpdesk = log_in(Client(), make_staff("fred", "helpdesk"))
-    assert staff_menu(helpdesk, "/helpdesk/") == {"Helpdesk", "Summary"}
+    with CaptureQueriesContext(connection) as queries:
+        assert staff_menu(helpdesk, "/helpdesk/") == {"Helpdesk", "Summary"}
+    # The role check and the menu: one read of the roles between them.
+    assert sum("auth_group" in query["sql"] for query in queries.captured_queries) == 1
