@@ -288,7 +288,7 @@ def _check_seals(seals: list[AuditSeal], retired: dict[str, Retirement]) -> Iter
         problem = _key_finding(f"seal {seal.seq}", seal.mac_key, late)
         if problem is not None:
             yield dataclasses.replace(problem, seal=seal.seq)
-        elif seal.mac != audit.seal_mac(_canonical_seal(seal), seal.mac_key):
+        elif not _seal_holds(seal):
             yield Finding("seal_altered", f"seal {seal.seq} was altered", seal=seal.seq)
         yield from _check_seal_order(seal, previous)
         if seal.purged_at is not None:
@@ -447,9 +447,7 @@ def mac_purge_marks_again(key_id: str) -> list[AuditSeal]:
     with transaction.atomic():
         marked = list(marks.select_for_update().order_by("seq"))
         for seal in marked:
-            if seal.mac != audit.seal_mac(_canonical_seal(seal), seal.mac_key) or (
-                seal.purge_mac != _purge_mac(seal)
-            ):
+            if not _seal_holds(seal) or seal.purge_mac != _purge_mac(seal):
                 raise PurgeMarkForged(f"seal {seal.seq}'s purge mark does not verify")
         for seal in marked:
             seal.purge_mac_key = audit_keys.mac_keys().active
