@@ -52,6 +52,11 @@ class ChainBroken(Exception):
     """The chain no longer holds the last anchor written outside the database."""
 
 
+class AnchorFileUnusable(ChainBroken):
+    """AUDIT_ANCHOR_FILE cannot be read or written: the chain cannot be checked against it,
+    so nothing is sealed or purged onto it either."""
+
+
 def seal(now: datetime | None = None) -> list[AuditSeal]:
     """Seal every committed row old enough (AUDIT_SEAL_DELAY_SECONDS), in ranges of at most
     SEAL_BATCH rows, and append the newest seal to AUDIT_ANCHOR_FILE. Returns the new seals.
@@ -89,20 +94,30 @@ def last_anchor() -> tuple[int, str] | None:
     path = settings.AUDIT_ANCHOR_FILE
     if not path or not os.path.exists(path):
         return None
-    with open(path, "rb") as anchors:
-        anchors.seek(0, os.SEEK_END)
-        anchors.seek(max(0, anchors.tell() - 512))  # the last line is ~80 bytes
-        lines = anchors.read().decode().splitlines()
-    return parse_anchor(lines[-1].split()[0]) if lines else None
+    try:
+        with open(path, "rb") as anchors:
+            anchors.seek(0, os.SEEK_END)
+            anchors.seek(max(0, anchors.tell() - 512))  # the last line is ~80 bytes
+            lines = [line for line in anchors.read().decode().splitlines() if line.strip()]
+        return parse_anchor(lines[-1].split()[0]) if lines else None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise AnchorFileUnusable(f"AUDIT_ANCHOR_FILE {path}: {error}") from error
 
 
 def _write_anchor(seal: AuditSeal) -> None:
     path = settings.AUDIT_ANCHOR_FILE
-    if path:
+    if not path:
+        return
+    try:
         with open(path, "a") as anchors:
             anchors.write(f"{anchor_text(seal)} {seal.sealed_at.isoformat()}\n")
             anchors.flush()
             os.fsync(anchors.fileno())
+    except OSError as error:
+        raise AnchorFileUnusable(
+            f"sealed up to seal {seal.seq}, but its anchor could not be written to "
+            f"AUDIT_ANCHOR_FILE {path}: {error}; write the line {anchor_text(seal)} there"
+        ) from error
 
 
 def _chain_holds(anchor: tuple[int, str]) -> bool:
@@ -334,6 +349,7 @@ def _check_rows(seals: list[AuditSeal], retired: dict[str, Retirement]) -> Itera
     seal_index = 0
     sealed_rows: list[tuple[int, str]] = []  # the current seal's rows, as found
     first_sealed = seals[0].first_id if seals else None
+    purged_until = _purged_until(seals)
     rows = AuditEvent.objects.order_by("id").values_list(*ROW_FIELDS)
     for values in rows.iterator(chunk_size=2000):
         row = AuditEvent(**dict(zip(ROW_FIELDS, values, strict=True)))
@@ -342,6 +358,14 @@ def _check_rows(seals: list[AuditSeal], retired: dict[str, Retirement]) -> Itera
             yield from _check_sealed_range(seals[seal_index], sealed_rows)
             seal_index, sealed_rows = seal_index + 1, []
         yield from _check_row(row, retired)
+        in_a_purged_range = seal_index < len(seals) and seals[seal_index].purged_at is not None
+        if purged_until is not None and row.at <= purged_until and not in_a_purged_range:
+            yield Finding(
+                "inserted",
+                f"row {row.id} is dated {row.at:%Y-%m-%d %H:%M:%S}, within the period purged "
+                "(a purged row put back?)",
+                row_id=row.id,
+            )
         if first_sealed is not None and row.id < first_sealed:
             yield Finding(
                 "inserted", f"row {row.id} lies before the first seal", row_id=row.id, seal=1
@@ -351,6 +375,17 @@ def _check_rows(seals: list[AuditSeal], retired: dict[str, Retirement]) -> Itera
     for seal in seals[seal_index:]:
         yield from _check_sealed_range(seal, sealed_rows)
         sealed_rows = []
+
+
+def _purged_until(seals: list[AuditSeal]) -> datetime | None:
+    """Before when no row can be left: a purge deletes whole sealed ranges by age, so a row
+    dated before the newest purged one, wherever it stands, was put back (with its MAC and
+    uid intact, from an export or a backup). The seal delay allows for the rows that took
+    their id a little after their time."""
+    ends = [seal.last_at for seal in seals if seal.purged_at is not None]
+    if not ends:
+        return None
+    return max(ends) - timedelta(seconds=settings.AUDIT_SEAL_DELAY_SECONDS)
 
 
 def _check_row(row: AuditEvent, retired: dict[str, Retirement]) -> Iterator[Finding]:

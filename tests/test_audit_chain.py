@@ -2,6 +2,7 @@
 database, and seals tampered with, are each reported by `manage.py verify_audit`, naming the
 row; an untouched trail verifies clean, also after a retention purge."""
 
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -198,6 +199,35 @@ def test_the_purge_keeps_the_chain_verifiable(settings):
     assert "seal 2 is marked purged falsely" in verify_audit()[1]
 
 
+@pytest.mark.parametrize(
+    ("arguments", "refusal"),
+    [
+        (["--days", "0"], "--days must be between 1 and 36500"),
+        (["--days", "-1"], "--days must be between 1 and 36500"),
+        (["--days", "100000000"], "--days must be between 1 and 36500"),
+        (["--days", "30"], "--days 30 keeps less than AUDIT_RETENTION_DAYS (183)"),
+    ],
+)
+def test_a_mistyped_retention_purges_nothing(settings, arguments, refusal):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    events(2, at=timezone.now() - timedelta(days=40))
+    events(2)
+    with pytest.raises(CommandError, match=re.escape(refusal)):
+        call_command("purge_audit", *arguments, stdout=StringIO())
+    assert AuditEvent.objects.count() == 4
+
+
+def test_a_shorter_retention_is_purged_when_forced(settings):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    events(2, at=timezone.now() - timedelta(days=40))
+    call_command("seal_audit", stdout=StringIO())
+    events(2)
+    out = StringIO()
+    call_command("purge_audit", "--days", "30", "--force", stdout=out)
+    assert "purged 2 rows (1 sealed ranges)" in out.getvalue()
+    assert verify_audit()[0] == 0
+
+
 def test_the_verifiers_own_sql_writes_rows_that_verify(claire, settings):
     """A new login's audit row is written by the verifier's single statement (PostgreSQL)
     or by the ORM (SQLite): either way it verifies."""
@@ -232,6 +262,37 @@ def test_the_sealer_will_not_seal_over_removed_seals(settings, tmp_path):
     assert status == 1 and "seal 2 (the anchor given) is not in the chain" in report
 
 
+def test_a_blank_last_line_in_the_anchor_file_is_skipped(settings, tmp_path):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    settings.AUDIT_ANCHOR_FILE = str(tmp_path / "anchors")
+    events(2)
+    call_command("seal_audit", stdout=StringIO())
+    with open(settings.AUDIT_ANCHOR_FILE, "a") as anchors:
+        anchors.write("\n  \n")  # an `echo >> anchors`, say
+    events(1)
+    call_command("seal_audit", stdout=StringIO())
+    assert verify_audit()[0] == 0
+
+
+@pytest.mark.parametrize("content", [b"not an anchor\n", b"\xff\xfe\n", None])
+def test_an_unusable_anchor_file_is_a_clear_refusal(settings, tmp_path, content):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    anchors = tmp_path / "anchors"
+    if content is None:
+        anchors.mkdir()  # a directory where the file should be
+    else:
+        anchors.write_bytes(content)
+    settings.AUDIT_ANCHOR_FILE = str(anchors)
+    events(2)
+    for command in ("seal_audit", "purge_audit"):
+        with pytest.raises(CommandError, match=f"AUDIT_ANCHOR_FILE {anchors}"):
+            call_command(command, stdout=StringIO())
+    assert not AuditSeal.objects.exists()
+    status, report = verify_audit()
+    assert status == 1 and f"AUDIT_ANCHOR_FILE {anchors}" in report
+    assert "nothing verified" in report
+
+
 def test_an_ipv4_mapped_address_verifies_whatever_prints_it(settings):
     settings.AUDIT_SEAL_DELAY_SECONDS = 0
     audit.write(
@@ -251,6 +312,26 @@ def test_a_row_put_into_a_purged_range_is_reported(settings):
     status, report = verify_audit()
     assert status == 1
     assert f"inserted\trow {old[1].id} lies in the range purged with seal 1" in report
+
+
+def test_a_purged_row_put_back_at_a_new_id_is_reported(settings):
+    """Put back above the seals (where the sequence is now), its MAC and uid intact: its date
+    gives it away, before the next seal covers it and after."""
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    old = events(3, at=timezone.now() - timedelta(days=200))
+    call_command("purge_audit", stdout=StringIO())
+    events(2)  # life goes on after the purge
+    call_command("seal_audit", stdout=StringIO())
+    assert verify_audit()[0] == 0
+    resurrected = old[1]
+    resurrected.id = None
+    AuditEvent.objects.bulk_create([resurrected])
+    for _ in range(2):
+        status, report = verify_audit()
+        assert status == 1
+        assert f"inserted\trow {resurrected.id} is dated " in report
+        assert "within the period purged" in report
+        call_command("seal_audit", stdout=StringIO())
 
 
 def test_a_seal_claiming_a_huge_range_is_reported_and_not_sealed_onto(sealed):

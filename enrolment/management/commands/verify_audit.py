@@ -26,7 +26,10 @@ class Command(BaseCommand):
             given = audit_chain.parse_anchor(anchor) if anchor else None
         except ValueError as error:
             raise CommandError(f"--anchor: {error}") from error
-        findings = audit_chain.verify(anchor=given)
+        try:
+            findings = audit_chain.verify(anchor=given)
+        except audit_chain.AnchorFileUnusable as unusable:
+            raise CommandError(f"{unusable}; nothing verified") from unusable
         for finding in findings:
             self.stdout.write(f"{finding.problem}\t{finding}")
         if findings:
