@@ -4,7 +4,10 @@
   none left is refused before any hashing. It refills by itself.
 - Per professional, after a failure where one factor was right, an exponential back-off
   (1, 2, 4 … seconds) capped at THROTTLE_PROFESSIONAL_MAX_SECONDS: never a permanent lock.
-  A success, or the helpdesk, clears it.
+  A success, or the helpdesk, clears it. It is enforced silently: a login during it is
+  refused with the answer, the hash and the writes of any other refusal, since a back-off
+  that showed (a longer Auth-Wait, a faster answer) would tell a password guesser that the
+  password just tried was right.
 """
 
 import math
@@ -41,7 +44,8 @@ def address_wait(address: str) -> int:
     return address_retry_after(bucket.first())
 
 
-def spend_address_token(address: str) -> None:
+def spend_address_token(address: str) -> int:
+    """One failure of the address; returns the seconds until it may try again (0: at once)."""
     now = clock.now()
     with transaction.atomic():
         bucket, created = AddressThrottle.objects.select_for_update().get_or_create(
@@ -54,6 +58,7 @@ def spend_address_token(address: str) -> None:
             bucket.tokens = max(-settings.THROTTLE_ADDRESS_BURST, _tokens_now(bucket, now) - 1)
             bucket.updated_at = now
             bucket.save(update_fields=["tokens", "updated_at"])
+    return address_retry_after((bucket.tokens, bucket.updated_at))
 
 
 def professional_retry_after(device: Device) -> int:
@@ -67,15 +72,15 @@ def professional_retry_after(device: Device) -> int:
     return max(0, math.ceil(delay - elapsed))
 
 
-def record_professional_failure(device: Device, digest: str = "") -> int:
-    """One more failure for the device's owner; returns the new back-off in seconds."""
+def record_refusal(device: Device, digest: str, guess: bool) -> None:
+    """A refusal of the device's owner: a ``guess`` (one factor was right) grows the back-off
+    and remembers the string. One UPDATE of the same columns either way, so that its cost
+    does not tell a guesser which it was."""
     Device.objects.filter(pk=device.pk).update(
-        throttling_failure_count=F("throttling_failure_count") + 1,
-        throttling_failure_timestamp=clock.utcnow(),
-        last_failed_digest=digest,
+        throttling_failure_count=F("throttling_failure_count") + (1 if guess else 0),
+        throttling_failure_timestamp=clock.utcnow() if guess else F("throttling_failure_timestamp"),
+        last_failed_digest=digest if guess else F("last_failed_digest"),
     )
-    device.refresh_from_db(fields=["throttling_failure_count", "throttling_failure_timestamp"])
-    return professional_retry_after(device)
 
 
 def clear_professional_backoff(device: Device) -> None:

@@ -7,8 +7,8 @@ and translate its Decision. The order of the checks is what keeps it fast and fa
 2. the client address's bucket: an address spraying guesses is refused before any hashing;
 3. the code, against the devices of the mailbox's members (HMACs): for an organisational
    mailbox it tells which member is logging in;
-4. that professional's back-off, then one Argon2id hash of the password (a dummy hash when
-   there is nobody to check, so every refusal costs the same time);
+4. one Argon2id hash of the password (a dummy hash when there is nobody to check, so every
+   refusal costs the same time), then that professional's back-off, enforced silently;
 5. the code's time step claimed under a row lock on the device, and a mail session opened:
    on PostgreSQL one statement, which claims, opens and audits in one round trip and commits.
 
@@ -202,22 +202,17 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
     if who is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(candidates) == 1:
         who = candidates[0]
 
-    if who is not None:
-        wait = throttle.professional_retry_after(who.device)
-        if wait:
-            national_id = who.professional.national_id
-            decision = Decision(Outcome.REJECT, "professional_throttled", national_id, wait)
-            _audit(decision, attempt)
-            return decision
-
+    # Backing off or not, the hash is checked and a refusal answers as any other: a back-off
+    # that showed would tell a guesser that the password they just tried was right.
+    backing_off = who is not None and throttle.professional_retry_after(who.device) > 0
     password_ok = _check_password(
         credential.password if credential else secret, who.professional if who else None
     )
-    if password_ok and matched is not None:
+    if password_ok and matched is not None and not backing_off:
         return _claim_and_open(attempt, mailbox, matched, step)
     with transaction.atomic():
         decision = _failure(
-            attempt, credential, mailbox, candidates, who, matched, step, password_ok
+            attempt, credential, mailbox, candidates, who, matched, step, password_ok, backing_off
         )
         _audit(decision, attempt)
     return decision
@@ -327,6 +322,10 @@ def _claim_and_open(attempt: Attempt, mailbox, who: Candidate, step: int) -> Dec
     with transaction.atomic():
         if mail_sessions.find_live(mail_sessions.sessions_for(attempt.digest), attempt.network):
             decision = Decision(Outcome.OK, "session_parallel", national_id)
+        elif _guess_recorded_since_read(who.device):
+            # A parallel guess failed first: this login is inside the back-off it started.
+            retry_after = max(1, throttle.spend_address_token(attempt.source))
+            decision = Decision(Outcome.REJECT, "professional_throttled", national_id, retry_after)
         else:
             # A spent code from another network: not a guess, so the professional's back-off
             # is not touched, but the address pays as for any failure.
@@ -334,6 +333,11 @@ def _claim_and_open(attempt: Attempt, mailbox, who: Candidate, step: int) -> Dec
             decision = Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
         _audit(decision, attempt)
     return decision
+
+
+def _guess_recorded_since_read(device: Device) -> bool:
+    now = Device.objects.filter(pk=device.pk).values_list("throttling_failure_count", flat=True)
+    return now.first() != device.throttling_failure_count
 
 
 def _claim_open_and_audit(attempt: Attempt, mailbox, who: Candidate, step, success) -> bool:
@@ -354,21 +358,29 @@ def _claim_open_and_audit(attempt: Attempt, mailbox, who: Candidate, step, succe
     return True
 
 
+# The claim also requires the back-off's count as it was read before the hash: parallel
+# guesses at the moment a back-off runs out are each checked, but once one of them was
+# recorded as a failure, the others cannot succeed (one guess per back-off, not one per
+# worker).
 CLAIM_SQL = """
     UPDATE {device} SET last_t = %s, last_used_at = %s, throttling_failure_count = 0,
            throttling_failure_timestamp = NULL, last_failed_digest = ''
-     WHERE id = %s AND last_t < %s
+     WHERE id = %s AND last_t < %s AND throttling_failure_count = %s
 """
 
 
 def _claim_step(connection, device: Device, step: int, now) -> bool:
-    """The step, if no newer or equal one was accepted."""
+    """The step, if no newer or equal one was accepted and no guess recorded meanwhile."""
     with connection.cursor() as cursor:
         cursor.execute(
             CLAIM_SQL.format(device=Device._meta.db_table),
-            [step, connection.ops.adapt_datetimefield_value(now), device.pk, step],
+            _claim_values(device, step, connection.ops.adapt_datetimefield_value(now)),
         )
         return cursor.rowcount == 1
+
+
+def _claim_values(device: Device, step: int, now) -> list:
+    return [step, now, device.pk, step, device.throttling_failure_count]
 
 
 # A new login's three writes in one statement, so one round trip and (in autocommit) its own
@@ -436,15 +448,21 @@ def _claim_open_and_audit_in_one_statement(connection, device, step, session, ev
     session_values = [getattr(session, column) for column in SESSION_COLUMNS]
     audit_values = [getattr(event, column) for column in AUDIT_COLUMNS]
     audit_values[list(AUDIT_COLUMNS).index("details")] = json.dumps(event.details)
-    claim_values = [step, session.created_at, device.pk, step]
+    claim_values = _claim_values(device, step, session.created_at)
     with connection.cursor() as cursor:
         cursor.execute(_claim_open_and_audit_sql(), claim_values + session_values + audit_values)
         return cursor.fetchone() is not None
 
 
-def _failure(attempt, credential, mailbox, candidates, who, matched, step, password_ok):
-    throttle.spend_address_token(attempt.source)
-    if credential is None:
+def _failure(
+    attempt, credential, mailbox, candidates, who, matched, step, password_ok, backing_off
+):
+    """The refusal, its reason for the audit, and what it spends. What the client is told
+    depends on its address alone: the reason, and whether a factor was right, stay here."""
+    retry_after = max(1, throttle.spend_address_token(attempt.source))
+    if backing_off:
+        reason = "professional_throttled"
+    elif credential is None:
         reason = "no_code"
     elif mailbox is None:
         reason = "unknown_mailbox"
@@ -454,17 +472,17 @@ def _failure(attempt, credential, mailbox, candidates, who, matched, step, passw
         reason = "wrong_code" if password_ok else "wrong_password_and_code"
     else:
         reason = "wrong_password"
-    # A code already used (seen over a shoulder) is not a right factor.
+    if who is None:
+        return Decision(Outcome.REJECT, reason, retry_after=retry_after)
+    # A code already used (seen over a shoulder) is not a right factor. During a back-off
+    # nothing more is counted: the professional's own retries must not prolong it.
     fresh_code = matched is not None and step > matched.device.last_t
-    one_factor_right = who is not None and (password_ok or fresh_code)
-    if not one_factor_right:
-        return Decision(Outcome.REJECT, reason, retry_after=1)
-    if who.device.last_failed_digest == attempt.digest:
-        # The same refused string again (a client retrying what it cached): not a new guess.
-        wait = throttle.professional_retry_after(who.device)
-    else:
-        wait = throttle.record_professional_failure(who.device, attempt.digest)
-    return Decision(Outcome.REJECT, reason, who.professional.national_id, retry_after=max(1, wait))
+    one_factor_right = password_ok or fresh_code
+    # The same refused string again (a client retrying what it cached) is not a new guess.
+    guess = one_factor_right and not backing_off and who.device.last_failed_digest != attempt.digest
+    throttle.record_refusal(who.device, attempt.digest, guess)
+    national_id = who.professional.national_id if one_factor_right or backing_off else ""
+    return Decision(Outcome.REJECT, reason, national_id, retry_after=retry_after)
 
 
 def _audit(decision: Decision, attempt: Attempt) -> None:

@@ -201,28 +201,93 @@ def test_organisational_mailbox_logins_stay_nominative(nurses):
     assert set(logins.values_list("target", flat=True)) == {sofia.mailbox}
 
 
-def test_wrong_codes_back_off_capped_and_never_lock_out(claire, nurses, moved_clock, settings):
+def wrong_code(person, now, offset=1):
+    return f"{(int(person.code(now)) + offset) % 10**6:06d}"
+
+
+REFUSED = (200, "[AUTHENTICATIONFAILED] Invalid login or password", "1")
+
+
+def refusal_seen(answer) -> tuple:
+    """What a client learns from a refusal."""
+    return answer.status_code, answer["Auth-Status"], answer["Auth-Wait"]
+
+
+def test_wrong_codes_back_off_silently_capped_and_never_lock_out(
+    claire, nurses, moved_clock, settings
+):
     settings.THROTTLE_ADDRESS_BURST = 1000  # this test is about the professional's back-off
-    waits = []
     for attempt in range(30):
-        wrong = f"{(int(claire.code(moved_clock.now())) + 1 + attempt) % 10**6:06d}"
-        waits.append(
-            int(nginx_ask(claire.mailbox, claire.password + wrong, client_ip=OTHER_IP)["Auth-Wait"])
-        )
+        wrong = wrong_code(claire, moved_clock.now(), 1 + attempt)
+        answer = nginx_ask(claire.mailbox, claire.password + wrong, client_ip=OTHER_IP)
+        assert refusal_seen(answer) == REFUSED
         if attempt < 29:  # a patient attacker waits out each back-off before the next guess
             moved_clock.advance(min(2**attempt, settings.THROTTLE_PROFESSIONAL_MAX_SECONDS))
-    assert waits[:4] == [1, 2, 4, 8]
-    assert waits == sorted(waits)
-    assert (
-        max(waits) == settings.MAIL_AUTH_WAIT_MAX_SECONDS
-    )  # nginx holds a connection 10 s at most
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 30
 
-    # Backing off: even the right string waits; other professionals are not slowed at all.
-    assert not ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
+    # Backing off: even the right string is refused, as any wrong one would be, and costs the
+    # same hash; it does not prolong the back-off. Other professionals are not slowed at all.
+    answers = []
+    hashes = hashes_during(
+        lambda: answers.append(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
+    )
+    assert refusal_seen(answers[0]) == REFUSED and hashes == 1
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 30
     sofia = nurses[0]
     assert ok(nginx_ask(sofia.mailbox, sofia.secret(moved_clock.now()), client_ip=OTHER_IP))
 
     moved_clock.advance(settings.THROTTLE_PROFESSIONAL_MAX_SECONDS)  # the cap, and no more
+    assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
+
+
+def test_a_back_off_tells_a_password_guesser_nothing(claire, moved_clock):
+    """A guess of the password with a wrong code, then a probe at once: the answers and their
+    hashes are the same whether the password guessed was right (the back-off started) or not.
+    Each sequence from its own address, so that the address's budget is the same too."""
+
+    def guess_then_probe(password, client_ip):
+        seen = []
+        for offset in (1, 2):
+            secret = password + wrong_code(claire, moved_clock.now(), offset)
+            hashes = hashes_during(
+                lambda: seen.append(nginx_ask(claire.mailbox, secret, client_ip=client_ip))
+            )
+            seen[-1] = (*refusal_seen(seen[-1]), hashes)
+        return seen
+
+    wrong_password = guess_then_probe("not her password", "203.0.113.1")
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 0
+    right_password = guess_then_probe(claire.password, "203.0.113.2")
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 1  # backing off
+    assert right_password == wrong_password
+    assert right_password[1] == (*REFUSED, 1)
+
+
+def test_wrong_codes_from_one_address_slow_down_capped(claire, nurses, moved_clock, settings):
+    """The answers an address gets slow down once it has spent its budget, capped; the
+    professional logs in from their own network after their back-off; others never wait."""
+    waits, hashes = [], []
+    for attempt in range(30):
+        wrong = wrong_code(claire, moved_clock.now(), 1 + attempt)
+        answers = []
+        hashes.append(
+            hashes_during(
+                lambda: answers.append(
+                    nginx_ask(claire.mailbox, claire.password + wrong, client_ip="198.51.100.30")
+                )
+            )
+        )
+        assert not ok(answers[0])
+        waits.append(int(answers[0]["Auth-Wait"]))
+    burst = settings.THROTTLE_ADDRESS_BURST
+    refill = 60 // settings.THROTTLE_ADDRESS_REFILL_PER_MINUTE  # 6 s
+    assert waits == [1] * (burst - 1) + [refill] * (31 - burst)
+    assert hashes == [1] * burst + [0] * (30 - burst)  # then refused before any hashing
+    assert refill <= settings.MAIL_AUTH_WAIT_MAX_SECONDS
+
+    sofia = nurses[0]
+    assert ok(nginx_ask(sofia.mailbox, sofia.secret(moved_clock.now())))
+    moved_clock.advance(settings.THROTTLE_PROFESSIONAL_MAX_SECONDS)
     assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
 
 
