@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.hashers import check_password
 from django.db import DatabaseError
 from django.test import Client
+from django.utils import timezone
 
 from enrolment import totp, verifier
 from enrolment.models import AuditEvent, Device, MailSession
@@ -213,6 +214,13 @@ def refusal_seen(answer) -> tuple:
     return answer.status_code, answer["Auth-Status"], answer["Auth-Wait"]
 
 
+def ask_counting_hashes(mailbox, secret, client_ip) -> tuple:
+    """The answer, and how many password hashes it cost."""
+    answers = []
+    hashes = hashes_during(lambda: answers.append(nginx_ask(mailbox, secret, client_ip=client_ip)))
+    return answers[0], hashes
+
+
 def test_wrong_codes_back_off_silently_capped_and_never_lock_out(
     claire, nurses, moved_clock, settings
 ):
@@ -249,10 +257,8 @@ def test_a_back_off_tells_a_password_guesser_nothing(claire, moved_clock):
         seen = []
         for offset in (1, 2):
             secret = password + wrong_code(claire, moved_clock.now(), offset)
-            hashes = hashes_during(
-                lambda: seen.append(nginx_ask(claire.mailbox, secret, client_ip=client_ip))
-            )
-            seen[-1] = (*refusal_seen(seen[-1]), hashes)
+            answer, hashes = ask_counting_hashes(claire.mailbox, secret, client_ip)
+            seen.append((*refusal_seen(answer), hashes))
         return seen
 
     wrong_password = guess_then_probe("not her password", "203.0.113.1")
@@ -269,16 +275,12 @@ def test_wrong_codes_from_one_address_slow_down_capped(claire, nurses, moved_clo
     waits, hashes = [], []
     for attempt in range(30):
         wrong = wrong_code(claire, moved_clock.now(), 1 + attempt)
-        answers = []
-        hashes.append(
-            hashes_during(
-                lambda: answers.append(
-                    nginx_ask(claire.mailbox, claire.password + wrong, client_ip="198.51.100.30")
-                )
-            )
+        answer, hashed = ask_counting_hashes(
+            claire.mailbox, claire.password + wrong, "198.51.100.30"
         )
-        assert not ok(answers[0])
-        waits.append(int(answers[0]["Auth-Wait"]))
+        assert not ok(answer)
+        waits.append(int(answer["Auth-Wait"]))
+        hashes.append(hashed)
     burst = settings.THROTTLE_ADDRESS_BURST
     refill = 60 // settings.THROTTLE_ADDRESS_REFILL_PER_MINUTE  # 6 s
     assert waits == [1] * (burst - 1) + [refill] * (31 - burst)
@@ -289,6 +291,25 @@ def test_wrong_codes_from_one_address_slow_down_capped(claire, nurses, moved_clo
     assert ok(nginx_ask(sofia.mailbox, sofia.secret(moved_clock.now())))
     moved_clock.advance(settings.THROTTLE_PROFESSIONAL_MAX_SECONDS)
     assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
+
+
+def test_a_guess_failed_in_parallel_stops_a_right_one_at_the_back_offs_end(claire):
+    """Two guesses at once, as a back-off ends: while this one's hash runs, another worker
+    records a failure. The right code then does not get in; the back-off holds for it."""
+    real_check = verifier._check_password
+
+    def check_while_another_guess_fails(password, professional):
+        Device.objects.filter(pk=claire.device.pk).update(
+            throttling_failure_count=1, throttling_failure_timestamp=timezone.now()
+        )
+        return real_check(password, professional)
+
+    with mock.patch.object(verifier, "_check_password", check_while_another_guess_fails):
+        answer = nginx_ask(claire.mailbox, claire.secret())
+    assert not ok(answer) and answer["Auth-Wait"] == "1"
+    assert not MailSession.objects.exists()
+    refusal = AuditEvent.objects.get(action="mail.login")
+    assert refusal.details["reason"] == "professional_throttled"
 
 
 def test_a_client_retrying_one_stale_string_does_not_grow_the_back_off(claire, moved_clock):
