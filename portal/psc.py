@@ -118,7 +118,19 @@ class PSCBackend(OIDCAuthenticationBackend):
             raise PSCLoginRefused("tampered", str(exc)) from None
         if "nonce" in kwargs:  # the ID token (userinfo as a JWT comes without a nonce)
             self.check_id_token(payload)
+        else:
+            self.check_signed_userinfo(payload)
         return payload
+
+    def check_signed_userinfo(self, payload: dict) -> None:
+        """OIDC Core 5.3.2: a signed userinfo answer's iss and aud, when present, are PSC's
+        and ours."""
+        if "iss" in payload and payload["iss"] != settings.PSC_ISSUER:
+            raise PSCLoginRefused("tampered", f"userinfo issuer {payload['iss']!r}")
+        audience = payload.get("aud", self.OIDC_RP_CLIENT_ID)
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.OIDC_RP_CLIENT_ID not in audiences:
+            raise PSCLoginRefused("tampered", f"userinfo audience {audience!r}")
 
     def check_id_token(self, payload: dict) -> None:
         if payload.get("iss") != settings.PSC_ISSUER:
@@ -137,12 +149,12 @@ class PSCBackend(OIDCAuthenticationBackend):
         if self.request.session.get("psc_reauth_asked"):
             # We asked for a fresh authentication (max_age): PSC must show when it happened.
             fresh = isinstance(auth_time, int) and (
-                time.time() - auth_time <= settings.PSC_RECENT_LOGIN_SECONDS + 60
+                time.time() - auth_time <= settings.PSC_RECENT_LOGIN_SECONDS
             )
             if not fresh:
                 raise PSCLoginRefused("tampered", "no fresh auth_time after max_age")
         if not isinstance(auth_time, int):
-            auth_time = int(time.time())
+            auth_time = 0  # unknown: not recent, so the recent-login rule asks PSC again
         self.request.psc_login = {"auth_time": auth_time}
 
     def store_tokens(self, access_token, id_token):
@@ -152,6 +164,10 @@ class PSCBackend(OIDCAuthenticationBackend):
 
     def get_or_create_user(self, access_token, id_token, payload):
         claims = self.get_userinfo(access_token, id_token, payload)
+        # OIDC Core 5.3.2: the userinfo must be about the ID token's subject, else an answer
+        # swapped on the way (or another login's access token) picks whom we log in.
+        if not claims.get("sub") or claims.get("sub") != payload.get("sub"):
+            raise PSCLoginRefused("tampered", "userinfo sub is not the ID token's")
         national_id = str(claims.get("SubjectNameID") or "")
         professional = (
             Professional.objects.filter(
@@ -191,8 +207,14 @@ class PSCLoginView(OIDCAuthenticationRequestView):
         params = {"acr_values": settings.PSC_REQUIRED_ACR}
         request.session["psc_reauth_asked"] = bool(request.GET.get("reauth"))
         if request.GET.get("reauth"):
-            params["max_age"] = settings.PSC_RECENT_LOGIN_SECONDS
+            # Half the window: a login PSC reuses is then young enough for several minutes
+            # of the page's work, not sent back to PSC seconds after returning from it.
+            params["max_age"] = reauth_max_age()
         return params
+
+
+def reauth_max_age() -> int:
+    return settings.PSC_RECENT_LOGIN_SECONDS // 2
 
 
 class PSCCallbackView(OIDCAuthenticationCallbackView):

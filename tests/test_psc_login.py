@@ -13,7 +13,7 @@ from django.contrib.sessions.models import Session
 
 from enrolment.models import AuditEvent, Professional
 from tests.psc_standin import CLIENT_SECRET, log_in, login_form_action
-from tests.token_proxy import TokenProxy
+from tests.token_proxy import TokenProxy, UserinfoProxy
 
 DOCTOR, NURSE, STRANGER = "899700000001", "899700000002", "899700000099"
 
@@ -242,6 +242,42 @@ def test_an_id_token_with_a_bad_signature_is_refused(portal, visitor, token_prox
     assert_nothing_left_behind()
 
 
+@pytest.fixture
+def userinfo_proxy(standin_psc, settings):
+    proxy = UserinfoProxy(f"{standin_psc.issuer}/me")
+    settings.OIDC_OP_USER_ENDPOINT = proxy.url
+    yield proxy
+    proxy.close()
+
+
+def test_userinfo_about_someone_else_than_the_id_token_is_refused(portal, visitor, userinfo_proxy):
+    """The ID token says the doctor; the userinfo answer, swapped on the way, says the nurse
+    (OIDC Core 5.3.2: its sub must be the ID token's). Nobody is logged in."""
+
+    def the_nurse_instead(claims):
+        return {**claims, "sub": NURSE, "SubjectNameID": NURSE}
+
+    userinfo_proxy.alter = the_nurse_instead
+    page = visitor.get(
+        follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR), timeout=10
+    )
+
+    assert page.status_code == 400
+    assert "This login link is not valid" in page.text
+    assert_nothing_left_behind()
+    refusal = AuditEvent.objects.get(action="psc.login")
+    assert refusal.details["reason"] == "tampered"
+
+
+def test_userinfo_without_a_subject_is_refused(portal, visitor, userinfo_proxy):
+    userinfo_proxy.alter = lambda claims: {k: v for k, v in claims.items() if k != "sub"}
+    page = visitor.get(
+        follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR), timeout=10
+    )
+    assert page.status_code == 400
+    assert_nothing_left_behind()
+
+
 def test_psc_unreachable_gets_a_clear_page(portal, visitor, settings):
     callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
     settings.OIDC_OP_TOKEN_ENDPOINT = "http://127.0.0.1:9/token"  # nothing listens there
@@ -265,13 +301,31 @@ def test_an_old_login_goes_back_through_psc_and_returns_to_the_page(portal, visi
     to_psc = visitor.get(
         urljoin(portal, back_to_psc.headers["Location"]), allow_redirects=False, timeout=10
     )
-    assert parse_qs(urlparse(to_psc.headers["Location"]).query)["max_age"] == ["600"]
+    assert parse_qs(urlparse(to_psc.headers["Location"]).query)["max_age"] == ["300"]
     # PSC's own session is fresh here, so PSC answers without asking again.
     page = visitor.get(to_psc.headers["Location"], timeout=10)
 
     assert page.url == f"{portal}/enrolment/"
     assert "Enrol your phone" in page.text
     assert AuditEvent.objects.filter(action="psc.login", outcome="ok").count() == 2
+
+
+def test_an_id_token_without_auth_time_counts_as_an_old_login(settings, rf):
+    """The recent-login rule then sends the professional back through PSC, with max_age."""
+    from portal.psc import PSCBackend
+
+    backend = PSCBackend()
+    backend.request = rf.get("/oidc/callback/")
+    backend.request.session = {}
+    backend.check_id_token(
+        {
+            "iss": settings.PSC_ISSUER,
+            "aud": backend.OIDC_RP_CLIENT_ID,
+            "exp": int(time.time()) + 60,
+            "acr": settings.PSC_REQUIRED_ACR,
+        }
+    )
+    assert backend.request.psc_login == {"auth_time": 0}
 
 
 def test_logout_goes_through_psc_end_session(portal, visitor, standin_psc):

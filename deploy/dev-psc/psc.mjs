@@ -40,7 +40,9 @@ const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'standin-rs256', alg
 const client = (id, extra = {}) => ({
   client_id: id, client_secret: SECRET, redirect_uris: REDIRECT_URIS,
   post_logout_redirect_uris: LOGOUT_URIS, grant_types: ['authorization_code'],
-  response_types: ['code'], token_endpoint_auth_method: 'client_secret_post', ...extra,
+  response_types: ['code'], token_endpoint_auth_method: 'client_secret_post',
+  // PSC (a Keycloak) puts auth_time in every ID token; the portal's recent-login rule needs it.
+  require_auth_time: true, ...extra,
 });
 
 const provider = new Provider(ISSUER, {
