@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import models
 from django.db.models import Q
-from django.db.models.signals import post_delete, pre_delete
+from django.db.models.signals import post_delete, pre_delete, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -131,10 +131,24 @@ def end_sessions_of_a_removed_device(sender, instance, **kwargs):
 
 @receiver(post_delete, sender=Membership)
 def end_sessions_of_a_removed_member(sender, instance, **kwargs):
+    _end_member_sessions(instance.mailbox_id, instance.professional_id)
+
+
+@receiver(pre_save, sender=Membership)
+def end_sessions_of_a_replaced_member(sender, instance, **kwargs):
+    """A membership handed to someone else (the admin's inline allows it) removes the
+    previous member: their sessions on that mailbox end as if it had been deleted."""
+    if instance.pk is None:
+        return
+    before = Membership.objects.filter(pk=instance.pk).values_list("mailbox_id", "professional_id")
+    previous = before.first()
+    if previous is not None and previous != (instance.mailbox_id, instance.professional_id):
+        _end_member_sessions(*previous)
+
+
+def _end_member_sessions(mailbox_id, professional_id) -> None:
     MailSession.objects.filter(
-        mailbox_id=instance.mailbox_id,
-        professional_id=instance.professional_id,
-        revoked_at__isnull=True,
+        mailbox_id=mailbox_id, professional_id=professional_id, revoked_at__isnull=True
     ).update(revoked_at=timezone.now(), revoked_reason="membership_removed")
 
 

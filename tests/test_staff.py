@@ -375,6 +375,67 @@ def test_the_admin_is_for_verified_superusers_and_hides_secrets(
         assert "argon2" not in html
 
 
+def test_every_admin_change_is_audited_and_needs_a_recent_code(make_staff, professional, settings):
+    """A superuser's edits in the admin (a professional, a mailbox's members, a staff role)
+    are in the audit trail with the fields changed; the national id cannot be edited; an
+    old code is asked again before any of it."""
+    root = make_staff("root", superuser=True)
+    alice = make_staff("alice")
+    admin = log_in(Client(), root)
+    mailbox = professional.mailboxes.get()
+
+    page = admin.get(f"/admin/enrolment/professional/{professional.pk}/change/")
+    assert 'name="national_id"' not in page.content.decode()  # shown, not editable
+    changed = admin.post(
+        f"/admin/enrolment/professional/{professional.pk}/change/",
+        {
+            "national_id": "899700000666",
+            "family_name": "Martin-Durand",
+            "given_name": "Claire",
+            "is_active": "on",
+            "email": "",
+        },
+    )
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+    professional.refresh_from_db()
+    assert professional.national_id == "899700000001"
+    assert professional.family_name == "Martin-Durand"
+
+    helpdesk = Group.objects.get_or_create(name="helpdesk")[0]
+    user_page = f"/admin/auth/user/{alice.user.pk}/change/"
+    form = {
+        "username": "alice",
+        "email": alice.user.email,
+        "is_active": "on",
+        "groups": [helpdesk.pk],
+        "date_joined_0": f"{timezone.localtime(alice.user.date_joined):%Y-%m-%d}",
+        "date_joined_1": f"{timezone.localtime(alice.user.date_joined):%H:%M:%S}",
+    }
+    assert admin.post(user_page, form).status_code == 302
+    assert alice.user.groups.filter(name="helpdesk").exists()
+    assert (
+        admin.post(f"/admin/enrolment/mailbox/{mailbox.pk}/delete/", {"post": "yes"}).status_code
+        == 302
+    )
+
+    rows = AuditEvent.objects.filter(action__startswith="admin.").order_by("id")
+    assert [(row.action, row.target, row.actor) for row in rows] == [
+        ("admin.change", f"enrolment.professional:{professional.pk}", "root"),
+        ("admin.change", f"auth.user:{alice.user.pk}", "root"),
+        ("admin.delete", f"enrolment.mailbox:{mailbox.pk}", "root"),
+    ]
+    assert rows[0].details["changes"] == [{"changed": {"fields": ["Family name"]}}]
+    assert "Groups" in rows[1].details["changes"][0]["changed"]["fields"]
+
+    # An old code: the admin asks for a new one, and changes nothing meanwhile.
+    session = admin.session
+    session[VERIFIED_AT] -= settings.STAFF_RECENT_LOGIN_SECONDS + 1
+    session.save()
+    stale = admin.post(user_page, {**form, "groups": []}, follow=True)
+    assert stale.redirect_chain[-1][0].startswith("/staff/code/")
+    assert alice.user.groups.filter(name="helpdesk").exists()
+
+
 def staff_menu(browser, url: str) -> set[str]:
     html = browser.get(url).content.decode()
     links = {"/helpdesk/": "Helpdesk", "/audit/": "Audit trail", "/helpdesk/summary/": "Summary"}

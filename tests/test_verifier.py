@@ -154,9 +154,11 @@ def test_sessions_expire_when_idle_and_after_their_lifetime(claire, moved_clock,
         "device reset",
         "professional deactivated",
         "mailbox deactivated",
+        "membership removed",
+        "membership handed to another",
     ],
 )
-def test_a_session_ends_with_every_event_that_should_end_it(claire, how):
+def test_a_session_ends_with_every_event_that_should_end_it(claire, nurses, how):
     secret = claire.secret()
     assert ok(nginx_ask(claire.mailbox, secret))
     if how == "professional ends all":
@@ -172,8 +174,12 @@ def test_a_session_ends_with_every_event_that_should_end_it(claire, how):
         mailbox = claire.professional.mailboxes.get()
         mailbox.is_active = False
         mailbox.save()
-    else:
+    elif how == "membership removed":
         claire.professional.memberships.get().delete()
+    else:  # as the admin's inline can do
+        membership = claire.professional.memberships.get()
+        membership.professional = nurses[0].professional
+        membership.save()
 
     assert not ok(nginx_ask(claire.mailbox, secret))
 
