@@ -29,15 +29,22 @@ def credential_digest(mailbox_address: str, secret: str) -> str:
     ).hexdigest()
 
 
+def _parsed(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address; an IPv4 client that a dual-stack listener shows as ::ffff:a.b.c.d is the
+    IPv4 address it is (else every such client would share the one /64 ::ffff:0:0/64)."""
+    address = ipaddress.ip_address(client_ip.strip())
+    return getattr(address, "ipv4_mapped", None) or address
+
+
 def client_address(client_ip: str) -> str:
     """The address in its canonical form. ValueError if it is not an IP address."""
-    return str(ipaddress.ip_address(client_ip.strip()))
+    return str(_parsed(client_ip))
 
 
 def throttle_source(client_ip: str) -> str:
     """Whose budget a failure spends: the IPv4 address, or the IPv6 /64, since one subscriber
     holds a whole /64 and could otherwise rotate through it for fresh budgets."""
-    address = ipaddress.ip_address(client_ip.strip())
+    address = _parsed(client_ip)
     if address.version == 4:
         return str(address)
     return str(ipaddress.ip_network(f"{address}/64", strict=False))
@@ -45,7 +52,7 @@ def throttle_source(client_ip: str) -> str:
 
 def client_network(client_ip: str) -> str:
     """The client's network as configured (exact address by default). ValueError if not an IP."""
-    address = ipaddress.ip_address(client_ip.strip())
+    address = _parsed(client_ip)
     prefix = (
         settings.MAIL_SESSION_PREFIX_V4 if address.version == 4 else settings.MAIL_SESSION_PREFIX_V6
     )

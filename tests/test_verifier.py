@@ -350,6 +350,17 @@ def test_an_address_spraying_mailboxes_is_refused_before_any_hashing(claire, set
     assert AuditEvent.objects.filter(details__reason="address_throttled").count() == 1
 
 
+def test_ipv4_clients_behind_a_dual_stack_listener_keep_their_own_budgets(claire):
+    """nginx on [::] with ipv6only=off shows IPv4 clients as ::ffff:a.b.c.d: each is still
+    its own IPv4 address, not one shared /64 that a single sprayer could empty for all."""
+    for n in range(30):
+        nginx_ask(f"user{n}@demo.mssante.fr", "guess123456", client_ip="::ffff:203.0.113.66")
+    assert ok(nginx_ask(claire.mailbox, claire.secret(), client_ip="::ffff:192.0.2.10"))
+    # And the session it opened is the IPv4 address's, however nginx writes it.
+    assert MailSession.objects.get().client_network == "192.0.2.10/32"
+    assert ok(nginx_ask(claire.mailbox, claire.secret(), client_ip="192.0.2.10"))
+
+
 def test_only_nginx_may_ask(claire):
     assert nginx_ask(claire.mailbox, claire.secret(), key="wrong").status_code == 403
     assert nginx_ask(claire.mailbox, claire.secret(), remote="10.1.2.3").status_code == 403
