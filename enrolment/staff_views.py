@@ -3,7 +3,7 @@ and export; the summary of usage for both. Roles and the login: portal/staff.py.
 
 import csv
 import json
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django import forms
 from django.contrib import messages
@@ -97,9 +97,16 @@ class TrailFilter(forms.Form):
 
 
 def _day_start(day, days=0):
+    """The day's first instant, or None (no bound) for the calendar's ends, where the day after
+    or the conversion to UTC would overflow."""
     if day is None:
         return None
-    return timezone.make_aware(datetime.combine(day + timedelta(days=days), time.min))
+    try:
+        start = timezone.make_aware(datetime.combine(day + timedelta(days=days), time.min))
+        start.astimezone(UTC)
+    except OverflowError:
+        return None
+    return start
 
 
 TRAIL_PAGE = 200
