@@ -13,25 +13,44 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from enrolment import audit, notify, throttle
-from enrolment.models import AuditEvent, Device, MailSession, Professional
+from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Professional
 
 SEARCH_LIMIT = 50
 
 
-def search(query: str):
-    """Professionals by national id (exact), name or mailbox address (contains)."""
+@dataclass(frozen=True)
+class Found:
+    professionals: list
+    more: bool  # more matched than are shown: the helpdesk should narrow the search
+
+
+def search(query: str) -> Found:
+    """Professionals by national id or mailbox address (exact, by their indexes, first), else
+    those whose name or mailbox address contains every word of the query."""
     query = " ".join(query.split())[:254]
     if len(query) < 2:
-        return Professional.objects.none()
-    matches = Q(national_id=query) | Q(mailboxes__address__icontains=query)
+        return Found([], False)
+    exact = Q(national_id=query) | Q(mailboxes__address=Mailbox.normalise_address(query))
+    found = _first(Professional.objects.filter(exact))
+    if found.professionals:
+        return found
+    every_word = Q()
     for word in query.split():
-        matches |= Q(family_name__icontains=word) | Q(given_name__icontains=word)
-    return (
-        Professional.objects.filter(matches)
-        .distinct()
+        every_word &= (
+            Q(family_name__icontains=word)
+            | Q(given_name__icontains=word)
+            | Q(mailboxes__address__icontains=word)
+        )
+    return _first(Professional.objects.filter(every_word))
+
+
+def _first(professionals) -> Found:
+    rows = list(
+        professionals.distinct()
         .prefetch_related("mailboxes")
-        .order_by("family_name", "given_name")[:SEARCH_LIMIT]
+        .order_by("family_name", "given_name", "national_id")[: SEARCH_LIMIT + 1]
     )
+    return Found(rows[:SEARCH_LIMIT], len(rows) > SEARCH_LIMIT)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from portal.staff import AUDITOR, HELPDESK, recent_code, staff_required
 @staff_required(HELPDESK)
 def helpdesk_search(request):
     query = request.GET.get("q", "")
-    results = helpdesk.search(query) if query else []
-    return render(request, "staff/search.html", {"query": query, "results": results})
+    found = helpdesk.search(query) if query else helpdesk.Found([], False)
+    context = {"query": query, "results": found.professionals, "more": found.more}
+    return render(request, "staff/search.html", {**context, "limit": helpdesk.SEARCH_LIMIT})
 
 
 @staff_required(HELPDESK)

@@ -8,7 +8,7 @@ import pytest
 from django.core import mail
 
 from enrolment import verifier
-from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership
+from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
 from tests.mail_fixtures import make_mail_user
 
 # Transactional: the email goes once the action is committed (transaction.on_commit).
@@ -31,6 +31,29 @@ def test_search_by_national_id_name_or_mailbox(helpdesk_client, claire_by_mail, 
     html = helpdesk_client.get("/helpdesk/", {"q": query}).content.decode()
     assert page_of(claire_by_mail) in html
     assert "claire.martin@demo.mssante.fr" in html
+
+
+def test_a_full_name_finds_that_person_among_many_namesakes(helpdesk_client, claire_by_mail):
+    """Every word must match: "Claire Martin" is Claire Martin, not the first fifty Claires."""
+    for n in range(60):
+        Professional.objects.create(
+            national_id=f"8997100{n:05d}", given_name="Claire", family_name=f"Aaron{n:02d}"
+        )
+    html = helpdesk_client.get("/helpdesk/", {"q": "Claire Martin"}).content.decode()
+    assert page_of(claire_by_mail) in html
+    assert "Aaron" not in html and "Plus de 50" not in html
+
+    crowd = helpdesk_client.get("/helpdesk/", {"q": "claire"}).content.decode()
+    assert crowd.count("/helpdesk/professionals/") == 50
+    assert "Plus de 50 professionnels correspondent" in crowd
+
+
+def test_an_exact_national_id_or_address_finds_only_its_owner(helpdesk_client, claire_by_mail):
+    Professional.objects.create(national_id="1899700000001", given_name="Paul", family_name="X")
+    html = helpdesk_client.get("/helpdesk/", {"q": " CLAIRE.Martin@demo.mssante.fr "}).content
+    assert page_of(claire_by_mail) in html.decode()
+    html = helpdesk_client.get("/helpdesk/", {"q": "899700000001"}).content.decode()
+    assert page_of(claire_by_mail) in html and "/helpdesk/professionals/1899700000001/" not in html
 
 
 def test_a_search_that_matches_nobody_says_so(helpdesk_client, claire_by_mail):
