@@ -16,9 +16,9 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from enrolment import indicators, seeds
+from enrolment import indicators, mail_sessions, seeds
 from enrolment.models import ApiKey, Device, Mailbox
-from enrolment.verifier import Decision, Outcome, verify
+from enrolment.verifier import MAX_SECRET_LENGTH, Decision, Outcome, verify
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,18 @@ def nginx_auth(request):
         protocol,
         caller="nginx",
     )
-    user = header(request, "Auth-User")
+    if not decision.ok:
+        return nginx_reply(decision, protocol)
+    try:
+        backend_pass = backend_password(secret) if protocol in ("imap", "pop3") else None
+    except Exception:
+        logger.exception("auth_http: no password for the backend; a temporary failure")
+        return nginx_reply(Decision(Outcome.TEMPFAIL, "no_backend_password"), protocol)
     response = nginx_reply(decision, protocol)
-    if decision.ok:
-        # The backend gets the name that was checked, not the client's spelling of it.
-        response["Auth-User"] = Mailbox.normalise_address(user)
-    if decision.ok and protocol in ("imap", "pop3"):
-        response["Auth-Pass"] = latin1(backend_password(secret))
+    # The backend gets the name that was checked, not the client's spelling of it.
+    response["Auth-User"] = Mailbox.normalise_address(header(request, "Auth-User"))
+    if backend_pass is not None:
+        response["Auth-Pass"] = latin1(backend_pass)
     return response
 
 
@@ -83,7 +88,7 @@ def backend_password(secret: str) -> str:
     if settings.MAIL_BACKEND_PASS_MODE == "password":  # noqa: S105 (a mode, not a password)
         return secret[: -6 - len(settings.VERIFY_CODE_SEPARATOR)]
     if not settings.MAIL_BACKEND_TOKEN:
-        raise ValueError("MAIL_BACKEND_TOKEN is not set")  # becomes a temporary failure
+        raise ValueError("MAIL_BACKEND_TOKEN is not set")  # the caller answers a tempfail
     return settings.MAIL_BACKEND_TOKEN
 
 
@@ -143,15 +148,38 @@ def parse_verify_request(body: bytes) -> dict | str:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return "request body is not JSON"
+    except RecursionError:
+        return "request body is nested too deeply"
     if not isinstance(data, dict):
         return "request body must be a JSON object"
-    for field in ("mailbox", "secret", "client_ip"):
-        if not isinstance(data.get(field), str) or not data[field]:
-            return f"'{field}' must be a non-empty string"
+    for field, longest in FIELD_LENGTHS.items():
+        problem = _text_problem(data.get(field), longest)
+        if problem:
+            return f"'{field}' {problem}"
+    try:
+        mail_sessions.client_address(data["client_ip"])
+    except ValueError:
+        return "'client_ip' must be an IPv4 or IPv6 address"
     protocol = data.get("protocol", "imap")
     if not isinstance(protocol, str) or protocol not in PROTOCOLS:
         return f"'protocol' must be one of {', '.join(sorted(PROTOCOLS))}"
     return {**data, "protocol": protocol}
+
+
+# As the OpenAPI document says: a longer value is the caller's mistake, not a login attempt.
+FIELD_LENGTHS = {"mailbox": 254, "secret": MAX_SECRET_LENGTH, "client_ip": 64}
+
+
+def _text_problem(value, longest: int) -> str:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if len(value) > longest:
+        return f"must be at most {longest} characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800") is no text
+        return "must be valid Unicode text"
+    return ""
 
 
 @csrf_exempt

@@ -35,6 +35,18 @@ def imap_login(port, user, secret, source="127.0.0.1") -> str:
         return str(refused)
 
 
+def imap_plain_login(port, user: str, secret: bytes) -> str:
+    """'ok' after AUTHENTICATE PLAIN with the password's raw bytes (UTF-8 or not), else the
+    server's refusal text."""
+    client = IMAP(port, "127.0.0.1")
+    try:
+        client.authenticate("PLAIN", lambda _challenge: b"\0" + user.encode() + b"\0" + secret)
+        client.logout()
+        return "ok"
+    except imaplib.IMAP4.error as refused:
+        return str(refused)
+
+
 def send_mail(port, user, secret, to="confrere@autre.mssante.fr") -> str:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = user, to, "Compte rendu"

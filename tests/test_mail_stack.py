@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from enrolment.models import AuditEvent, MailSession
-from tests.mail_clients import imap_login, send_mail
+from tests.mail_clients import imap_login, imap_plain_login, send_mail
 
 # The mail path runs against PostgreSQL, the production database. SQLite's in-memory test
 # database is shared between the live server's threads with table locks that do not wait,
@@ -82,6 +82,10 @@ def test_dovecot_lua_passdb_and_postfix_submission(mail, claire):
     imap, submission = mail.ports["lua_imap"], mail.ports["submission"]
     assert imap_login(imap, claire.mailbox, claire.password + wrong_code(claire)) != "ok"
     assert imap_login(imap, claire.mailbox, claire.secret()) == "ok"
+    # A credential the API refuses as malformed (a password that is not UTF-8) is a plain
+    # refusal, not a temporary failure that the client would retry forever.
+    not_utf8 = claire.password.encode("latin-1") + claire.code().encode()
+    assert "AUTHENTICATIONFAILED" in imap_plain_login(imap, claire.mailbox, not_utf8)
     assert send_mail(submission, claire.mailbox, claire.password + wrong_code(claire)).startswith(
         "535"
     )

@@ -361,6 +361,14 @@ def test_ipv4_clients_behind_a_dual_stack_listener_keep_their_own_budgets(claire
     assert ok(nginx_ask(claire.mailbox, claire.secret(), client_ip="192.0.2.10"))
 
 
+def test_no_backend_token_is_a_temporary_failure_not_a_500(claire, settings):
+    settings.MAIL_BACKEND_PASS_MODE = "token"
+    settings.MAIL_BACKEND_TOKEN = ""
+    answer = nginx_ask(claire.mailbox, claire.secret())
+    assert answer.status_code == 200
+    assert answer["Auth-Status"].startswith("[UNAVAILABLE]") and "Auth-Pass" not in answer
+
+
 def test_only_nginx_may_ask(claire):
     assert nginx_ask(claire.mailbox, claire.secret(), key="wrong").status_code == 403
     assert nginx_ask(claire.mailbox, claire.secret(), remote="10.1.2.3").status_code == 403

@@ -88,16 +88,39 @@ def test_a_refusal_says_nothing_more(claire, api_token, openapi):
         {"mailbox": 7, "secret": "x123456", "client_ip": "192.0.2.1"},
         {"mailbox": "a@b.fr", "secret": "x123456", "client_ip": "192.0.2.1", "protocol": ["imap"]},
         [1, 2],
+        {"mailbox": "a" * 255, "secret": "x123456", "client_ip": "192.0.2.1"},
+        {"mailbox": "a@b.fr", "secret": "x" * 1025, "client_ip": "192.0.2.1"},
+        {"mailbox": "a@b.fr", "secret": "x123456", "client_ip": "not an address"},
+        {"mailbox": "a@b.fr\ud800", "secret": "x123456", "client_ip": "192.0.2.1"},
+        {"mailbox": "a@b.fr", "secret": "\udfffx123456", "client_ip": "192.0.2.1"},
     ],
 )
 def test_a_malformed_request_is_a_clear_400(api_token, openapi, body):
     response = Client().post(
         "/api/v1/verify",
-        json.dumps(body),
+        json.dumps(body),  # a lone surrogate travels as the JSON escape \ud800
         content_type="application/json",
         headers={"Authorization": f"Bearer {api_token}"},
     )
     assert check_against(openapi, response, 400)["error"]
+
+
+def test_json_nested_too_deeply_is_a_400(api_token, openapi):
+    response = Client().post(
+        "/api/v1/verify",
+        "[" * 3000,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    assert check_against(openapi, response, 400) == {"error": "request body is nested too deeply"}
+
+
+def test_every_answer_names_its_outcome_in_a_header_as_documented(claire, api_token, openapi):
+    documented = openapi["components"]["headers"]["X-Verify-Outcome"]["schema"]["enum"]
+    good = api(api_token, mailbox=claire.mailbox, secret=claire.secret(), client_ip="192.0.2.10")
+    bad = api(api_token, mailbox=claire.mailbox, secret="nope123456", client_ip="192.0.2.10")
+    assert (good["X-Verify-Outcome"], bad["X-Verify-Outcome"]) == ("ok", "reject")
+    assert {"ok", "reject"} <= set(documented)
 
 
 def test_not_json_is_a_400(api_token, openapi):
