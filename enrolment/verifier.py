@@ -84,25 +84,15 @@ def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str
 
 @sensitive_variables("secret")
 def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: str) -> Decision:
-    network = source = None
-    if (
-        not address
-        or len(address) > 254
-        or not address.isascii()  # casefolding other scripts could map onto another mailbox
-        or not address.isprintable()  # NUL and other controls: no mailbox has them
-        or not secret
-        or len(secret) > MAX_SECRET_LENGTH
-    ):
-        refusal = "malformed"
-    else:
-        try:
-            network = mail_sessions.client_network(client_ip)
-            source = mail_sessions.throttle_source(client_ip)
-            refusal = ""
-        except ValueError:
-            refusal = "bad_client_address"
-    if refusal:
-        decision = Decision(Outcome.REJECT, refusal, retry_after=1)
+    try:
+        network = mail_sessions.client_network(client_ip)
+        source = mail_sessions.throttle_source(client_ip)
+    except ValueError:
+        network = source = None
+    if not _well_formed(address, secret):
+        return _refuse_malformed(Attempt(address, client_ip, protocol, caller, "", "", ""), source)
+    if source is None:
+        decision = Decision(Outcome.REJECT, "bad_client_address", retry_after=1)
         _audit(decision, Attempt(address, client_ip, protocol, caller, "", "", ""))
         return decision
     digest = mail_sessions.credential_digest(address, secret)
@@ -135,6 +125,34 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
             # another network. Refused without a hash, and not counted as a guess: it is what a
             # mail client retries with all day after its session ended.
             decision = Decision(Outcome.REJECT, "session_ended_or_elsewhere", retry_after=1)
+        _audit(decision, attempt)
+    return decision
+
+
+@sensitive_variables("secret")
+def _well_formed(address: str, secret: str) -> bool:
+    return (
+        bool(address)
+        and len(address) <= 254
+        and address.isascii()  # casefolding other scripts could map onto another mailbox
+        and address.isprintable()  # NUL and other controls: no mailbox has them
+        and bool(secret)
+        and len(secret) <= MAX_SECRET_LENGTH
+    )
+
+
+def _refuse_malformed(attempt: "Attempt", source: str | None) -> Decision:
+    """No login can come from such a request, but it is a failure like any other: it spends
+    the address's budget, and an address over budget is refused as throttled, its refusals
+    audited once a minute, not one row and one commit each."""
+    if source is not None and (wait := throttle.address_wait(source)):
+        decision = _address_throttled(source, wait)
+        if decision.audited:
+            _audit(decision, attempt)
+        return decision
+    with transaction.atomic():
+        wait = throttle.spend_address_token(source) if source is not None else 0
+        decision = Decision(Outcome.REJECT, "malformed", retry_after=max(1, wait))
         _audit(decision, attempt)
     return decision
 

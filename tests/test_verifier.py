@@ -369,6 +369,23 @@ def test_no_backend_token_is_a_temporary_failure_not_a_500(claire, settings):
     assert answer["Auth-Status"].startswith("[UNAVAILABLE]") and "Auth-Pass" not in answer
 
 
+def test_malformed_requests_spend_the_budget_and_do_not_flood_the_trail(claire, settings):
+    """Names no mailbox can have, from one address: each spends its budget like a wrong
+    password, and once it is spent they are refused as throttled, audited once a minute."""
+    for n in range(settings.THROTTLE_ADDRESS_BURST + 30):
+        answer = nginx_ask(f"dr.müller{n}@exemple.fr", "guess123456", client_ip="203.0.113.9")
+        assert not ok(answer)
+    malformed = AuditEvent.objects.filter(details__reason="malformed").count()
+    throttled = AuditEvent.objects.filter(details__reason="address_throttled").count()
+    assert (malformed, throttled) == (settings.THROTTLE_ADDRESS_BURST, 1)
+    answers = []
+    hashes = hashes_during(
+        lambda: answers.append(nginx_ask(claire.mailbox, claire.secret(), client_ip="203.0.113.9"))
+    )
+    assert not ok(answers[0]) and hashes == 0  # the address is over budget for real logins too
+    assert ok(nginx_ask(claire.mailbox, claire.secret()))  # from her own address
+
+
 def test_only_nginx_may_ask(claire):
     assert nginx_ask(claire.mailbox, claire.secret(), key="wrong").status_code == 403
     assert nginx_ask(claire.mailbox, claire.secret(), remote="10.1.2.3").status_code == 403
