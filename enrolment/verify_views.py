@@ -92,9 +92,30 @@ def backend_password(secret: str) -> str:
     return settings.MAIL_BACKEND_TOKEN
 
 
+class LeanAuthHttpReplies:
+    """Middleware, outermost: nginx reads an auth_http reply into 1 KiB and only its Auth-*
+    headers. The site's other headers (a 300-byte CSP, the language, framing) would take
+    a third of it, and a long mailbox address with the backend's password could then no
+    longer fit; nginx would answer the client with an error."""
+
+    KEPT = {"content-type", "content-length", "x-request-id"}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if getattr(response, "auth_http", False):
+            for name in list(response.headers):
+                if not name.lower().startswith("auth-") and name.lower() not in self.KEPT:
+                    del response.headers[name]
+        return response
+
+
 def nginx_reply(decision: Decision, protocol: str, status: int = 200) -> HttpResponse:
     """nginx reads only the Auth-* headers (the status line is ignored), in 1 KiB at most."""
     response = HttpResponse(status=status)
+    response.auth_http = True  # LeanAuthHttpReplies
     if decision.ok:
         host, port = backend_for(protocol)
         response["Auth-Status"] = "OK"

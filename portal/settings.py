@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "enrolment.verify_views.LeanAuthHttpReplies",
     "portal.request_id.RequestIdMiddleware",
     "portal.bad_input.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",

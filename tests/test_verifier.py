@@ -386,6 +386,25 @@ def test_malformed_requests_spend_the_budget_and_do_not_flood_the_trail(claire, 
     assert ok(nginx_ask(claire.mailbox, claire.secret()))  # from her own address
 
 
+def test_the_reply_fits_nginxs_1_kib_with_the_longest_address(claire, settings):
+    """nginx reads the reply's headers into 1 KiB; gunicorn adds its status line, Server,
+    Date and Connection (about 100 bytes). Only what nginx reads is sent."""
+    longest = "a" * 64 + "@" + "b" * 185 + ".fr"  # 253 characters
+    claire.professional.mailboxes.update(address=longest)
+    answer = nginx_ask(longest, claire.secret())
+    assert ok(answer) and answer["Auth-User"] == longest
+    names = {name.lower() for name in answer.headers}
+    assert names <= {"content-type", "content-length", "x-request-id"} | {
+        "auth-status",
+        "auth-server",
+        "auth-port",
+        "auth-user",
+        "auth-pass",
+    }
+    block = "".join(f"{name}: {value}\r\n" for name, value in answer.items())
+    assert len(block) + 100 < 1024
+
+
 def test_only_nginx_may_ask(claire):
     assert nginx_ask(claire.mailbox, claire.secret(), key="wrong").status_code == 403
     assert nginx_ask(claire.mailbox, claire.secret(), remote="10.1.2.3").status_code == 403
