@@ -1,9 +1,28 @@
 from django import forms
+from django.conf import settings
 from django.contrib.auth import password_validation
 from django.utils.translation import gettext_lazy as _
 
+from enrolment.verifier import MAX_SECRET_LENGTH
 
-class CodeForm(forms.Form):
+
+class ErrorsDescribed:
+    """A field's error is read out with the field: its input names the error's element,
+    NAME-error in the templates (aria-describedby), and says it is invalid."""
+
+    def add_error(self, field, error):
+        super().add_error(field, error)
+        names = [field] if field else []
+        for name in names:
+            if name in self.fields:
+                attrs = self.fields[name].widget.attrs
+                described = attrs.get("aria-describedby", "").split()
+                if f"{name}-error" not in described:
+                    attrs["aria-describedby"] = " ".join([*described, f"{name}-error"])
+                attrs["aria-invalid"] = "true"
+
+
+class CodeForm(ErrorsDescribed, forms.Form):
     code = forms.CharField(
         label=_("6-digit code shown by FreeOTP"),
         max_length=12,
@@ -31,7 +50,7 @@ class EnrolmentTokenForm(forms.Form):
     token = forms.CharField(label=_("Enrolment token"), max_length=64)
 
 
-class MailPasswordForm(forms.Form):
+class MailPasswordForm(ErrorsDescribed, forms.Form):
     password1 = forms.CharField(
         label=_("New mail password"),
         strip=False,
@@ -52,7 +71,15 @@ class MailPasswordForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         first, second = cleaned.get("password1"), cleaned.get("password2")
-        if first and second and first != second:
+        longest = longest_mail_password()
+        if first and len(first) > longest:
+            # The verifier takes at most MAX_SECRET_LENGTH characters, the code included.
+            self.add_error(
+                "password1",
+                _("At most %(longest)d characters: it is sent with the code in one field.")
+                % {"longest": longest},
+            )
+        elif first and second and first != second:
             self.add_error("password2", _("The two passwords differ."))
         elif first:
             try:
@@ -60,3 +87,7 @@ class MailPasswordForm(forms.Form):
             except forms.ValidationError as error:
                 self.add_error("password1", error)
         return cleaned
+
+
+def longest_mail_password() -> int:
+    return MAX_SECRET_LENGTH - 6 - len(settings.VERIFY_CODE_SEPARATOR)

@@ -10,6 +10,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
@@ -121,8 +122,10 @@ def enrolment_confirm(request):
 
 def refusal_message(result: enrolling.Confirmation) -> str:
     if result.outcome is Outcome.THROTTLED:
-        return _(
-            "Too many wrong codes. Wait %(seconds)d seconds, then type the code shown now."
+        return ngettext(
+            "Too many wrong codes. Wait %(seconds)d second, then type the code shown now.",
+            "Too many wrong codes. Wait %(seconds)d seconds, then type the code shown now.",
+            result.retry_after,
         ) % {"seconds": result.retry_after}
     return _(
         "This code is not the right one. Check that you scanned this page's QR code and "
@@ -145,8 +148,10 @@ def enrolment_done(request):
     if device is None:
         return redirect("enrolment_start")
     professional = professional_of(request)
+    offset = request.session.pop("enrolment_clock_offset", 0)
     ctx = {
-        "offset": request.session.pop("enrolment_clock_offset", 0),
+        "offset": offset,  # seconds the phone is ahead (+) or behind (-)
+        "offset_behind": -offset,
         "has_password": bool(professional.mail_password),
         "account": enrolling.account_label(professional),
         "imap_host": settings.MAIL_IMAP_HOST,

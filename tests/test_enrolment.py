@@ -160,19 +160,29 @@ def test_a_confirmed_reenrolment_stops_the_old_phone_at_once(professional_client
     assert mail.outbox[-1].subject.startswith("Un nouveau téléphone")
 
 
-def test_the_phones_clock_drift_is_learned_and_reported(professional_client):
+@pytest.mark.parametrize(
+    ("offset", "told"), [(120, "120 seconds ahead"), (-120, "120 seconds behind")]
+)
+def test_the_phones_clock_drift_is_learned_and_reported(professional_client, offset, told):
     secret = start_and_read_secret(professional_client)
 
-    confirm(professional_client, pyotp.TOTP(secret).at(time.time() + 120))
+    confirm(professional_client, pyotp.TOTP(secret).at(time.time() + offset))
 
     device = Device.objects.get(confirmed=True)
-    assert device.drift == 4
-    assert (
-        "clock is off by 120 seconds"
-        in professional_client.get("/enrolment/done/").content.decode()
-    )
+    assert device.drift == offset // 30
+    page = professional_client.get("/enrolment/done/").content.decode()
+    assert f"Your phone's clock is {told}." in page and "-" not in told
     # Later logins expect the phone's clock where it was learned, within one step.
-    assert device.verify_token(pyotp.TOTP(secret).at(time.time() + 150))
+    assert device.verify_token(pyotp.TOTP(secret).at(time.time() + offset + 30))
+
+
+def test_the_clock_notice_in_french_has_the_right_plural(professional_client):
+    secret = start_and_read_secret(professional_client)
+    confirm(professional_client, pyotp.TOTP(secret).at(time.time() - 120))
+    page = professional_client.get(
+        "/enrolment/done/", headers={"accept-language": "fr"}
+    ).content.decode()
+    assert "L'horloge de votre téléphone retarde de 120 secondes." in page
 
 
 def test_wrong_codes_back_off(professional_client):
@@ -183,6 +193,7 @@ def test_wrong_codes_back_off(professional_client):
     page = confirm(professional_client, pyotp.TOTP(secret).now())
 
     assert "Too many wrong codes. Wait" in page.content.decode()
+    assert 'aria-describedby="code-help code-error"' in page.content.decode()
     assert not Device.objects.filter(confirmed=True).exists()
     Device.objects.update(throttling_failure_timestamp=timezone.now() - timedelta(minutes=5))
     assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
@@ -269,11 +280,19 @@ def test_the_mail_password_is_hashed_with_argon2id_and_ends_mail_sessions(
         ("password1234", "password1234", "This password is too common"),
         ("804519372615", "804519372615", "This password is entirely numeric"),
         ("Cheval-Agrafe-27", "Cheval-Agrafe-28", "The two passwords differ"),
+        # Longer than the verifier takes with the code: it could never log in.
+        ("Cheval-Agrafe-" * 80, "Cheval-Agrafe-" * 80, "At most 1018 characters"),
     ],
 )
 def test_a_weak_mail_password_is_refused(professional_client, first, second, message):
     page = professional_client.post("/password/", {"password1": first, "password2": second})
-    assert message in page.content.decode()
+    html = page.content.decode()
+    assert message in html
+    # The error is read out with its field.
+    erring = "password2" if "differ" in message else "password1"
+    assert f'id="{erring}-error"' in html
+    tag = re.search(rf'<input[^>]*name="{erring}"[^>]*>', html).group(0)
+    assert f"{erring}-error" in tag and 'aria-invalid="true"' in tag
     assert Device.objects.count() == 0
     assert professional_client.get("/").content.decode().count("Not set yet.") == 1
 
