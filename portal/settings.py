@@ -42,12 +42,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "enrolment.verify_views.LeanAuthHttpReplies",
     "portal.request_id.RequestIdMiddleware",
-    "portal.bad_input.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "portal.bad_input.RefuseNulMiddleware",  # after the language is chosen, for its 400 page
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
