@@ -23,6 +23,7 @@ from enrolment.models import Device, Mailbox, Professional
 
 class Outcome(enum.Enum):
     CONFIRMED = "confirmed"
+    ALREADY_CONFIRMED = "already_confirmed"  # the same form sent twice: nothing more to do
     WRONG_CODE = "wrong_code"
     THROTTLED = "throttled"
     EXPIRED = "expired"
@@ -103,7 +104,7 @@ def confirm_enrolment(device: Device, code: str, unix_time: float | None = None)
             return Confirmation(Outcome.EXPIRED)
         if device.confirmed:
             # The same form sent twice (a double click): the first request confirmed it.
-            return Confirmation(Outcome.CONFIRMED)
+            return Confirmation(Outcome.ALREADY_CONFIRMED)
         if device.pending_until is None or device.pending_until <= timezone.now():
             device.delete()
             return Confirmation(Outcome.EXPIRED)

@@ -113,6 +113,8 @@ def enrolment_confirm(request):
         )
         if result.outcome is Outcome.CONFIRMED:
             return confirmed(request, result)
+        if result.outcome is Outcome.ALREADY_CONFIRMED:
+            return redirect("enrolment_done")  # told and emailed by the first request
         if result.outcome is Outcome.EXPIRED:
             messages.info(request, _("Your enrolment expired; start again."))
             return redirect("enrolment_start")

@@ -184,6 +184,9 @@ class PSCBackend(OIDCAuthenticationBackend):
 
     @transaction.atomic
     def link_user(self, professional: Professional, claims: dict):
+        # Under the professional's row lock: two first logins at once (two tabs, a retry)
+        # take turns, and the second finds the user the first made.
+        professional = Professional.objects.select_for_update().get(pk=professional.pk)
         user = professional.user
         if user is None:
             user = get_user_model().objects.create_user(f"psc-{professional.national_id}")

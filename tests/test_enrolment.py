@@ -305,5 +305,22 @@ def test_a_double_submitted_confirmation_keeps_the_new_device(professional_clien
     first = enrolling.confirm_enrolment(pending, code)
     second = enrolling.confirm_enrolment(pending, code)  # the same form, clicked twice
 
-    assert (first.outcome, second.outcome) == (enrolling.Outcome.CONFIRMED,) * 2
+    assert first.outcome is enrolling.Outcome.CONFIRMED
+    assert second.outcome is enrolling.Outcome.ALREADY_CONFIRMED
     assert Device.objects.get(confirmed=True).pk == pending.pk
+
+
+def test_a_double_clicked_confirm_sends_one_email(professional_client):
+    secret = start_and_read_secret(professional_client)
+    code = pyotp.TOTP(secret).now()
+    answers = [professional_client.post("/enrolment/confirm/", {"code": code}) for _ in range(2)]
+    assert answers[0]["Location"] == "/enrolment/done/"
+    assert len(mail.outbox) == 1  # the second found nothing pending, or the first's device
+
+
+def test_emails_are_plain_text_not_html_escaped(professional_client, professional):
+    professional.given_name = "Ma'ryse & Jo"
+    professional.save()
+    secret = start_and_read_secret(professional_client)
+    confirm(professional_client, pyotp.TOTP(secret).now())
+    assert "Bonjour Ma'ryse & Jo," in mail.outbox[-1].body

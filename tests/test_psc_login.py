@@ -328,6 +328,18 @@ def test_an_id_token_without_auth_time_counts_as_an_old_login(settings, rf):
     assert backend.request.psc_login == {"auth_time": 0}
 
 
+def test_two_first_logins_at_once_link_one_user(demo_mailboxes, rf):
+    """Each read the professional before either made the user: the second finds it."""
+    from portal.psc import PSCBackend
+
+    backend = PSCBackend()
+    backend.request = rf.get("/oidc/callback/")
+    first, second = (Professional.objects.get(national_id=DOCTOR) for _ in range(2))
+    claims = {"given_name": "Claire", "family_name": "Martin"}
+    assert backend.link_user(first, claims) == backend.link_user(second, claims)
+    assert get_user_model().objects.count() == 1
+
+
 def test_logout_goes_through_psc_end_session(portal, visitor, standin_psc):
     log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
     response = visitor.post(
