@@ -2,13 +2,15 @@
 off the screen, the code computed from it as FreeOTP would, and axe-core on every page."""
 
 import re
+from datetime import timedelta
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pyotp
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from enrolment.models import Device
+from enrolment.models import Device, MailSession
 from tests.browser_tools import axe_violations, read_qr
 
 PHONE = {
@@ -81,7 +83,37 @@ def test_a_new_professional_enrols_freeotp(
     assert device.confirmed
     assert pyotp.TOTP(phone.secret).byte_secret() == device.seed()
     expect(page.get_by_text("imap.otp.operateur.mssante.fr:993")).to_be_visible()
+    assert fits_the_screen(page)
+
+    # The sessions page with the widest rows there are: an IPv6 network, a long address.
+    open_session(device, "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128")
+    page.goto(f"{live_server.url}/mail-sessions/")
+    expect(page.get_by_text("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128")).to_be_visible()
+    assert fits_the_screen(page)
     context.close()
+
+
+def fits_the_screen(page: Page) -> bool:
+    """Nothing sticks out sideways: no page-wide horizontal scrolling (a wide table scrolls
+    inside its own region)."""
+    page.wait_for_load_state("load")  # the stylesheet applied
+    return page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+
+
+def open_session(device: Device, network: str) -> None:
+    professional = device.user.professional
+    MailSession.objects.create(
+        mailbox=professional.mailboxes.get(),
+        professional=professional,
+        device=device,
+        credential_digest="0" * 64,
+        national_id=professional.national_id,
+        client_network=network,
+        protocol="imap",
+        expires_at=timezone.now() + timedelta(hours=12),
+    )
 
 
 @pytest.mark.parametrize("language", ["fr-FR", "en-GB"])
