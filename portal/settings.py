@@ -95,6 +95,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "server_side_binding": env_bool("DATABASE_SERVER_SIDE_BINDING", True),
         "prepare_threshold": threshold or None,
     }
+    # Server-side cursors (the audit export's and verify_audit's .iterator()) live across
+    # statements of one transaction, which PgBouncer in transaction mode may hand to another
+    # server connection: turn them off there (the rows are then fetched in one go).
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+        "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
+    )
     # No "SELECT 1" before each request's first query: it costs as much as a session hit's
     # lookup. After a database restart the first query on a dead connection fails, the
     # verifier answers with a temporary failure, and Django reconnects for the next request.

@@ -130,3 +130,22 @@ def test_models_and_migrations_agree():
 def test_check_deploy_warns_when_the_audit_key_is_the_secret_key():
     result = run_manage("check", "--deploy", AUDIT_MAC_KEY=None)
     assert "enrolment.W002" in result.stderr + result.stdout
+
+
+def test_behind_pgbouncer_the_database_options_follow_the_environment():
+    """Transaction pooling: no prepared statements, no server-side cursors."""
+    script = (
+        "from django.db import connection as c;"
+        "print(c.settings_dict['DISABLE_SERVER_SIDE_CURSORS'],"
+        " c.settings_dict['OPTIONS']['prepare_threshold'])"
+    )
+    pooled = {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/portal",
+        "DATABASE_DISABLE_SERVER_SIDE_CURSORS": "true",
+        "DATABASE_PREPARE_THRESHOLD": "0",
+    }
+    result = run_manage("shell", "-v", "0", "-c", script, **pooled)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "None"]
+    default = run_manage("shell", "-v", "0", "-c", script, DATABASE_URL=pooled["DATABASE_URL"])
+    assert default.stdout.split() == ["False", "5"]
