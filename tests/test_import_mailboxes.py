@@ -4,7 +4,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from enrolment.models import Mailbox, Membership, Professional
+from enrolment.models import AuditEvent, Mailbox, Membership, Professional
 
 GOOD_CSV = """address,kind,national_id,given_name,family_name
 Dr.Martin@Cabinet.MSSante.fr,personal,899700000001,Claire,Martin
@@ -51,6 +51,9 @@ def test_the_same_file_twice_changes_nothing_the_second_time(tmp_path):
 
     assert "(nothing to change)" in out
     assert database_state() == before
+    # The first import changed who may log in where: in the trail; the second did not.
+    [imported] = AuditEvent.objects.filter(action="mailboxes.import")
+    assert imported.details["created"]["memberships"] == 3
 
 
 @pytest.mark.django_db

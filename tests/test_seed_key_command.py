@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from enrolment import seeds, totp
-from enrolment.models import Device
+from enrolment.models import AuditEvent, Device
 
 
 def seed_key(*args) -> str:
@@ -17,7 +17,7 @@ def seed_key(*args) -> str:
 
 
 @pytest.fixture
-def keyring_file(tmp_path):
+def keyring_file(db, tmp_path):
     """A keyring file with keys old1 (active) and old2, and the site reading it."""
     path = tmp_path / "keyring.json"
     seed_key("new", "--file", str(path), "--id", "old1")
@@ -31,7 +31,7 @@ def users(django_user_model):
     return [django_user_model.objects.create_user(f"user{i}") for i in range(6)]
 
 
-def test_new_makes_a_private_keyring_file(tmp_path):
+def test_new_makes_a_private_keyring_file(db, tmp_path):
     path = tmp_path / "keys" / "keyring.json"
     assert "active" in seed_key("new", "--file", str(path), "--id", "k1")
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -58,6 +58,20 @@ def test_rows_under_two_old_keys_end_up_under_the_new_key(keyring_file, users, m
     seed_key("drop", "old1", "--file", str(keyring_file))
     seed_key("drop", "old2", "--file", str(keyring_file))
     assert set(json.loads(keyring_file.read_text())["keys"]) == {"new"}
+    # Every change of the keyring is in the audit trail, by the key's id, never the key.
+    trail = AuditEvent.objects.filter(action__startswith="seed_key.").order_by("id")
+    assert list(trail.values_list("action", "target")) == [
+        ("seed_key.new", "old1"),
+        ("seed_key.new", "old2"),
+        ("seed_key.activate", "old2"),
+        ("seed_key.new", "new"),
+        ("seed_key.rotate", "new"),
+        ("seed_key.drop", "old1"),
+        ("seed_key.drop", "old2"),
+    ]
+    assert trail.get(action="seed_key.rotate").details == {"rotated": 6, "unreadable": 0}
+    keys = json.loads(keyring_file.read_text())["keys"].values()
+    assert not any(key in str(list(trail.values())) for key in keys)
 
 
 def test_an_interrupted_rotation_resumed_finishes(keyring_file, users, make_device, monkeypatch):

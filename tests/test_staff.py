@@ -267,6 +267,30 @@ def test_the_staff_command_gives_a_token_with_each_account_and_phone_reset(clien
             assert secret not in row and secret.replace("-", "") not in row
 
 
+@pytest.mark.parametrize(
+    ("username", "refusal"),
+    [
+        ("", "a username is 1 to 150 characters"),
+        ("x" * 151, "a username is 1 to 150 characters"),
+        ("psc-899700000001", "the professionals' accounts"),
+        ("alice smith", "Enter a valid username"),
+    ],
+)
+def test_staff_create_refuses_a_bad_username(db, monkeypatch, username, refusal):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Un-Mot-De-Passe-Solide-2026\n"))
+    with pytest.raises(CommandError, match=re.escape(refusal)):
+        call_command(
+            "staff",
+            "create",
+            username,
+            "--role",
+            "helpdesk",
+            "--password-stdin",
+            stdout=io.StringIO(),
+        )
+    assert not AuditEvent.objects.exists()
+
+
 def token_printed(*args) -> str:
     out = io.StringIO()
     call_command("staff", *args, stdout=out)

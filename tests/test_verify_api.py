@@ -8,7 +8,7 @@ from io import StringIO
 import jsonschema
 import pytest
 import requests
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 
@@ -158,6 +158,22 @@ def test_a_temporary_failure_is_a_503_with_retry_after(claire, api_token, openap
     )
     assert check_against(openapi, response, 503)["outcome"] == "tempfail"
     assert response["Retry-After"]
+
+
+def test_api_keys_are_audited_by_name_never_their_token(api_token):
+    call_command("api_key", "revoke", "dovecot-test", stdout=StringIO())
+    trail = AuditEvent.objects.filter(action__startswith="api_key.").order_by("id")
+    assert list(trail.values_list("action", "target")) == [
+        ("api_key.create", "dovecot-test"),
+        ("api_key.revoke", "dovecot-test"),
+    ]
+    assert api_token not in str(list(trail.values()))
+
+
+@pytest.mark.parametrize("name", ["", "x" * 65, "tab\there"])
+def test_an_api_key_needs_a_sensible_name(transactional_db, name):
+    with pytest.raises(CommandError, match="1 to 64 printable characters"):
+        call_command("api_key", "create", name, stdout=StringIO(), stderr=StringIO())
 
 
 def test_api_keys_are_stored_hashed(api_token):

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
+from enrolment import audit
 from enrolment.importing import ImportFileError, import_rows, read_rows
+from enrolment.models import AuditEvent
 
 
 class Command(BaseCommand):
@@ -32,4 +34,13 @@ class Command(BaseCommand):
         except ImportFileError as exc:
             raise CommandError(f"{path}: nothing imported.\n{exc}") from None
         verdict = "" if result.changed_anything else " (nothing to change)"
+        if result.changed_anything:  # who may log in to which mailbox changed
+            audit.write(
+                actor_kind=AuditEvent.ActorKind.SYSTEM,
+                actor="manage.py import_mailboxes",
+                action="mailboxes.import",
+                target=path.name[:254],
+                outcome="ok",
+                details={"created": dict(result.created), "updated": dict(result.updated)},
+            )
         self.stdout.write(f"{path}: {result.summary()}{verdict}")

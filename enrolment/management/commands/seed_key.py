@@ -14,11 +14,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
-from enrolment import seeds
-from enrolment.models import Device
+from enrolment import audit, seeds
+from enrolment.models import AuditEvent, Device
 from enrolment.rotation import rotate_to_active_key
 
 
@@ -65,11 +66,15 @@ class Command(BaseCommand):
             keyring = seeds.Keyring(active_id=key_id, keys={key_id: seeds.new_key()})
         self._write(path, keyring)
         state = "active" if keyring.active_id == key_id else "not active yet"
+        audited = _audit("seed_key.new", key_id, {"active": keyring.active_id == key_id})
         self.stdout.write(f"Added key {key_id} to {path} ({state}).")
+        if not audited:
+            self.stdout.write("Not in the audit trail: the database is not migrated yet.")
 
     def handle_activate(self, key_id, file, **options):
         path = self._require_file(file)
         self._write(path, self._read(path).activated(key_id))
+        _audit("seed_key.activate", key_id)
         self.stdout.write(f"Key {key_id} is now active. Run 'seed_key rotate' to move old seeds.")
 
     def handle_rotate(self, batch_size, **options):
@@ -77,6 +82,11 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1")
         keyring = seeds.load_keyring()
         result = rotate_to_active_key(keyring, batch_size)
+        _audit(
+            "seed_key.rotate",
+            keyring.active_id,
+            {"rotated": result.rotated, "unreadable": result.unreadable},
+        )
         self.stdout.write(
             f"Rotated {result.rotated} seed(s) to key {keyring.active_id}; "
             f"{result.changed_meanwhile} re-enrolled meanwhile; {result.unreadable} unreadable."
@@ -110,6 +120,7 @@ class Command(BaseCommand):
                 "Run 'manage.py seed_key rotate' first."
             )
         self._write(path, remaining)
+        _audit("seed_key.drop", key_id)
         self.stdout.write(f"Dropped key {key_id} from {path}.")
 
     def _require_file(self, file) -> Path:
@@ -136,3 +147,20 @@ class Command(BaseCommand):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _audit(action: str, key_id: str, details: dict | None = None) -> bool:
+    """The keyring's changes in the trail: the key's id, never the key. The first key is made
+    before the database is (deploy/demo/run.sh does): then there is no trail to write to,
+    and False says so."""
+    if AuditEvent._meta.db_table not in connection.introspection.table_names():
+        return False
+    audit.write(
+        actor_kind=AuditEvent.ActorKind.SYSTEM,
+        actor="manage.py seed_key",
+        action=action,
+        target=key_id,
+        outcome="ok",
+        details=details or {},
+    )
+    return True

@@ -23,7 +23,7 @@ import sys
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.db import transaction
 from django.utils import timezone
 
@@ -57,11 +57,13 @@ class Command(BaseCommand):
         sub.add_parser("disable", help="no more login").add_argument("username")
         sub.add_parser("list", help="staff accounts: roles, phone, state, enrolment token")
 
+    @no_translations  # operator messages in one language, like the rest of the commands
     def handle(self, *args, action, **options):
         getattr(self, f"handle_{action.replace('-', '_')}")(**options)
 
     def handle_create(self, username, role, email, password_stdin, **options):
         users = get_user_model()
+        _check_username(users, username)
         if users.objects.filter(username=username).exists():
             raise CommandError(f"a user named {username!r} exists already")
         user = users(username=username, email=email)
@@ -159,6 +161,20 @@ class Command(BaseCommand):
             outcome="ok",
             details=details,
         )
+
+
+def _check_username(users, username: str) -> None:
+    """As the user model's own field would check it; and not psc-…, the prefix of the
+    professionals' accounts (the first PSC login of that professional would then fail)."""
+    field = users._meta.get_field(users.USERNAME_FIELD)
+    if not username or len(username) > field.max_length:
+        raise CommandError(f"a username is 1 to {field.max_length} characters")
+    if username.lower().startswith("psc-"):
+        raise CommandError("usernames starting with 'psc-' are the professionals' accounts")
+    try:
+        field.run_validators(username)
+    except ValidationError as invalid:
+        raise CommandError(f"username {username!r}: {' '.join(invalid.messages)}") from None
 
 
 def _token_state(user) -> str:
