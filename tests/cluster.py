@@ -88,6 +88,7 @@ class Cluster:
             SERVER_NAME="localhost",
             LISTEN_HTTPS=f"127.0.0.1:{self.https_port}",
             LISTEN_INTERNAL=f"127.0.0.1:{self.internal_port}",
+            MAIL_PROXIES="127.0.0.1",
             CERT=str(cert),
             KEY=str(key),
             STATIC_ROOT=str(self.static),

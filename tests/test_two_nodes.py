@@ -3,11 +3,13 @@ as is), behave as one. One code presented to both at once is claimed once; a mai
 opened on one is accepted on the other; a helpdesk reset made through one is effective on
 both at once."""
 
+import http.client
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -70,3 +72,24 @@ def test_a_reset_through_one_node_is_effective_on_both(cluster):
     for node in (0, 1):
         assert cluster.verify(node, cached, mailbox=LUC) == "reject"
         assert cluster.verify(node, fresh, "192.0.2.30", mailbox=LUC) == "reject"
+
+
+def test_the_internal_listener_answers_the_mail_proxies_only(cluster):
+    """web.conf's internal server: /internal/ and /api/ from the mail proxies' network, and
+    nothing from any other address (here 127.0.0.2, loopback too, but not listed)."""
+    url = f"http://127.0.0.1:{cluster.internal_port}/internal/health/live"
+    assert http_get(url, "127.0.0.1") == 200
+    assert http_get(url, "127.0.0.2") == 403
+    assert http_get(f"http://127.0.0.1:{cluster.internal_port}/staff/login/", "127.0.0.1") == 404
+
+
+def http_get(url: str, source: str) -> int:
+    parts = urlparse(url)
+    connection = http.client.HTTPConnection(
+        parts.hostname, parts.port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", parts.path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
