@@ -5,6 +5,7 @@ import base64
 import imaplib
 import smtplib
 import socket
+import ssl
 from email.message import EmailMessage
 
 
@@ -47,16 +48,35 @@ def imap_plain_login(port, user: str, secret: bytes) -> str:
         return str(refused)
 
 
-def send_mail(port, user, secret, to="confrere@autre.mssante.fr") -> str:
+def send_mail(port, user, secret, to="confrere@autre.mssante.fr", sender=None, tls=False) -> str:
+    """'sent', else the server's refusal ("535 ..." for the login, "553 ..." for the
+    sender). ``sender``: another From than the login's; ``tls``: STARTTLS first."""
     message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = user, to, "Compte rendu"
+    message["From"], message["To"], message["Subject"] = sender or user, to, "Compte rendu"
     message.set_content("Bonjour, voici le compte rendu.")
     # AUTH PLAIN by hand: smtplib's own auth() only sends ASCII, and passwords may hold "ü".
     plain = base64.b64encode(f"\0{user}\0{secret}".encode()).decode()
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         client.ehlo("cabinet.example.test")
+        if tls:
+            client.starttls(context=_trusting_any_certificate())
+            client.ehlo("cabinet.example.test")
         code, reply = client.docmd("AUTH", f"PLAIN {plain}")
         if code != 235:
             return f"{code} {reply.decode()}"
-        client.send_message(message)
+        try:
+            client.send_message(message)
+        except smtplib.SMTPSenderRefused as refused:
+            return f"{refused.smtp_code} {refused.smtp_error.decode()}"
+        except smtplib.SMTPRecipientsRefused as refused:
+            code, reply = next(iter(refused.recipients.values()))
+            return f"{code} {reply.decode()}"
     return "sent"
+
+
+def _trusting_any_certificate() -> ssl.SSLContext:
+    # The test Postfix's certificate is self-signed; what is tested is that AUTH needs TLS.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

@@ -199,6 +199,19 @@ class MailStack:
         self._spawn(name, ["dovecot", "-F", "-c", str(conf)])
         wait_for_port(port)
 
+    @staticmethod
+    def _self_signed_certificate(etc: Path) -> dict:
+        cert, key = etc / "submission.crt", etc / "submission.key"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                *("-subj", "/CN=smtp.otp.example.test", "-keyout", str(key), "-out", str(cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return {"TLS_CERT": str(cert), "TLS_KEY": str(key)}
+
     def _start_postfix(self, common):
         etc = self.run_dir / "postfix" / "etc"
         render(
@@ -213,8 +226,10 @@ class MailStack:
             LISTEN_SUBMISSION=f"127.0.0.1:{self.ports['submission']}",
             LISTEN_XCLIENT=f"127.0.0.1:{self.ports['xclient']}",
             DOVECOT_AUTH=f"inet:127.0.0.1:{self.ports['lua_auth']}",
+            **self._self_signed_certificate(etc),
             **common,
         )
+        shutil.copy(DEPLOY / "postfix/sender_logins.regexp", etc / "sender_logins.regexp")
         (self.run_dir / "postfix" / "spool").mkdir(mode=0o755)
         data = self.run_dir / "postfix" / "data"
         data.mkdir(mode=0o700)

@@ -27,6 +27,9 @@ def test_imap_and_smtp_through_nginx_log_in_and_refuse_alike(mail, claire):
     assert imap_login(imap, claire.mailbox, claire.secret()) == "ok"
     assert send_mail(smtp, claire.mailbox, claire.secret()) == "sent"
     assert "Subject: Compte rendu" in mail.sink.wait_for(1)[0]
+    # Logged in as her mailbox, she cannot send as another one.
+    other = "accueil@clinique-demo.mssante.fr"
+    assert send_mail(smtp, claire.mailbox, claire.secret(), sender=other).startswith("553")
 
     refusals = {
         "wrong code": (claire.mailbox, claire.password + wrong_code(claire)),
@@ -86,10 +89,15 @@ def test_dovecot_lua_passdb_and_postfix_submission(mail, claire):
     # refusal, not a temporary failure that the client would retry forever.
     not_utf8 = claire.password.encode("latin-1") + claire.code().encode()
     assert "AUTHENTICATIONFAILED" in imap_plain_login(imap, claire.mailbox, not_utf8)
-    assert send_mail(submission, claire.mailbox, claire.password + wrong_code(claire)).startswith(
-        "535"
-    )
-    assert send_mail(submission, claire.mailbox, claire.secret()) == "sent"
+    # Submission: no AUTH before STARTTLS (the password and code would travel in clear).
+    assert send_mail(submission, claire.mailbox, claire.secret()).startswith("5")
+    wrong = claire.password + wrong_code(claire)
+    assert send_mail(submission, claire.mailbox, wrong, tls=True).startswith("535")
+    assert send_mail(submission, claire.mailbox, claire.secret(), tls=True) == "sent"
+    other = "accueil@clinique-demo.mssante.fr"
+    assert send_mail(
+        submission, claire.mailbox, claire.secret(), sender=other, tls=True
+    ).startswith("553")
     assert len(mail.sink.wait_for(1)) == 1
     vias = set(AuditEvent.objects.filter(outcome="ok").values_list("details__via", flat=True))
     assert vias == {"api:dovecot-e2e"}
