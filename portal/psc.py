@@ -223,7 +223,11 @@ def reauth_max_age() -> int:
 class PSCCallbackView(OIDCAuthenticationCallbackView):
     def get(self, request):
         if request.GET.get("error"):
-            super().get(request)  # forgets the state, so the answer cannot be replayed
+            if request.GET.get("state") in request.session.get("oidc_states", {}):
+                # This session's own login failed: the library forgets the state (no
+                # replay) and logs out. Any other error link (a cross-site image, say) must
+                # not log anyone out.
+                super().get(request)
             return failure_page(request, "cancelled", repr(request.GET["error"][:64]))
         try:
             return super().get(request)

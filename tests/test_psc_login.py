@@ -112,6 +112,14 @@ def test_a_cancelled_login_gets_a_clear_page(portal, visitor):
     assert_nothing_left_behind()
 
 
+def test_an_error_link_from_elsewhere_does_not_log_anyone_out(portal, visitor):
+    log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
+    visitor.get(f"{portal}/oidc/callback/?error=access_denied", timeout=10)
+    visitor.get(f"{portal}/oidc/callback/?error=access_denied&state=forged", timeout=10)
+    assert len(logged_in_sessions()) == 1
+    assert "Claire Martin" in visitor.get(f"{portal}/", timeout=10).text
+
+
 def test_a_callback_with_a_wrong_state_is_refused(portal, visitor):
     callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
     forged = with_params(callback, state="forged-state")
