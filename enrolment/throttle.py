@@ -14,7 +14,7 @@ import math
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 
 from enrolment import clock
 from enrolment.models import AddressThrottle, Device
@@ -74,13 +74,35 @@ def professional_retry_after(device: Device) -> int:
 
 def record_refusal(device: Device, digest: str, guess: bool) -> None:
     """A refusal of the device's owner: a ``guess`` (one factor was right) grows the back-off
-    and remembers the string. One UPDATE of the same columns either way, so that its cost
-    does not tell a guesser which it was."""
-    Device.objects.filter(pk=device.pk).update(
-        throttling_failure_count=F("throttling_failure_count") + (1 if guess else 0),
-        throttling_failure_timestamp=clock.utcnow() if guess else F("throttling_failure_timestamp"),
-        last_failed_digest=digest if guess else F("last_failed_digest"),
-    )
+    and remembers the string, unless it is the string refused last (a mail client retrying
+    what it cached, or its parallel connections with one typo: one guess, not five). The
+    database decides that, so connections in flight together count once. One UPDATE of the
+    same columns either way, so that its cost does not tell a guesser which it was."""
+    count, since = F("throttling_failure_count"), F("throttling_failure_timestamp")
+    if guess:
+        new_string = ~Q(last_failed_digest=digest)
+        changes = {
+            "throttling_failure_count": Case(
+                When(new_string, then=count + 1), default=count, output_field=_field("count")
+            ),
+            "throttling_failure_timestamp": Case(
+                When(new_string, then=Value(clock.utcnow())),
+                default=since,
+                output_field=_field("timestamp"),
+            ),
+            "last_failed_digest": Value(digest),
+        }
+    else:
+        changes = {
+            "throttling_failure_count": count,
+            "throttling_failure_timestamp": since,
+            "last_failed_digest": F("last_failed_digest"),
+        }
+    Device.objects.filter(pk=device.pk).update(**changes)
+
+
+def _field(name: str):
+    return Device._meta.get_field(f"throttling_failure_{name}")
 
 
 def clear_professional_backoff(device: Device) -> None:

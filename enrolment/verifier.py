@@ -15,6 +15,7 @@ and translate its Decision. The order of the checks is what keeps it fast and fa
 Any error on the way is a temporary failure, never a success.
 """
 
+import dataclasses
 import enum
 import functools
 import json
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.hashers import check_password, identify_hasher, make_password
 from django.db import connections, transaction
 from django.views.decorators.debug import sensitive_variables
 
@@ -102,31 +103,24 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
     session = mail_sessions.find_live(sessions, network)
     if session is not None and not mail_sessions.needs_touch(session):
         return Decision(Outcome.OK, "session", session.national_id)
+    attempt = Attempt(address, client_ip, protocol, caller, network, source, digest)
+    if session is not None:  # live, and its "last seen" is a minute old: written, audited
+        with transaction.atomic():
+            mail_sessions.touch(session)
+            decision = Decision(Outcome.OK, "session", session.national_id)
+            _audit(decision, attempt)
+        return decision
     # An address over budget is refused before any hashing, mostly without a write.
-    wait = 0 if sessions else throttle.address_retry_after(bucket)
+    wait = throttle.address_retry_after(bucket)
     if wait:
         decision = _address_throttled(source, wait)
-        if not decision.audited:
-            return decision
-
-    attempt = Attempt(address, client_ip, protocol, caller, network, source, digest)
-    if not wait and not sessions:
-        return _new_login(attempt, secret)  # which audits its own decision
-
-    # Everything else writes its audit row, and maybe more: one transaction, one commit.
-    with transaction.atomic():
-        if wait:
-            pass  # the throttled refusal above, audited now
-        elif session is not None:
-            mail_sessions.touch(session)  # at most once a minute, with its audit row
-            decision = Decision(Outcome.OK, "session", session.national_id)
-        else:
-            # This exact string was accepted once, but its session is over, revoked, or from
-            # another network. Refused without a hash, and not counted as a guess: it is what a
-            # mail client retries with all day after its session ended.
-            decision = Decision(Outcome.REJECT, "session_ended_or_elsewhere", retry_after=1)
-        _audit(decision, attempt)
-    return decision
+        if decision.audited:
+            _audit(decision, attempt)
+        return decision
+    # A string accepted once whose session is over, revoked or elsewhere (a mail client
+    # retrying all day what it cached) takes a new login's whole path and price too: a
+    # cheaper refusal would tell a guesser that the password with that old code was right.
+    return _new_login(dataclasses.replace(attempt, seen_before=bool(sessions)), secret)
 
 
 @sensitive_variables("secret")
@@ -168,6 +162,7 @@ class Attempt:
     network: str  # what a mail session is bound to
     source: str  # whose throttle budget a failure spends
     digest: str  # of the exact credential: the mail-session key
+    seen_before: bool = False  # this exact string opened a session once
 
 
 _last_throttled_audit: dict[str, float] = {}
@@ -227,7 +222,12 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
         credential.password if credential else secret, who.professional if who else None
     )
     if password_ok and matched is not None and not backing_off:
-        return _claim_and_open(attempt, mailbox, matched, step)
+        if step <= matched.device.last_t:  # spent already, by a parallel login or long ago
+            return _spent_code(attempt, matched, after_claim=False)
+        decision = _claim_and_open(attempt, mailbox, matched, step)
+        if decision.reason == "new_login":
+            _rehash_if_outdated(matched.professional, credential.password)
+        return decision
     with transaction.atomic():
         decision = _failure(
             attempt, credential, mailbox, candidates, who, matched, step, password_ok, backing_off
@@ -316,16 +316,21 @@ def _check_password(password: str, professional: Professional | None) -> bool:
 
 @sensitive_variables("password")
 def _argon2_check(password: str, professional: Professional | None) -> bool:
-    """Against the dummy hash when there is nobody to check; rehashes when the parameters
-    changed."""
+    """Against the dummy hash when there is nobody to check. No rehash here: a second hash
+    when the password is right would tell a guesser so, code right or not."""
     if professional is None or not professional.mail_password:
         check_password(password, dummy_hash())
         return False
+    return check_password(password, professional.mail_password)
 
-    def rehash(raw):
-        Professional.objects.filter(pk=professional.pk).update(mail_password=make_password(raw))
 
-    return check_password(password, professional.mail_password, setter=rehash)
+@sensitive_variables("password")
+def _rehash_if_outdated(professional: Professional, password: str) -> None:
+    """After a new login, with the operator's current Argon2id parameters (ARGON2_*)."""
+    if identify_hasher(professional.mail_password).must_update(professional.mail_password):
+        Professional.objects.filter(pk=professional.pk).update(
+            mail_password=make_password(password)
+        )
 
 
 def _claim_and_open(attempt: Attempt, mailbox, who: Candidate, step: int) -> Decision:
@@ -333,22 +338,30 @@ def _claim_and_open(attempt: Attempt, mailbox, who: Candidate, step: int) -> Dec
     the device's row lock until its commit, so parallel first logins with one string take
     turns: the first claims the step and opens the session, the others wait, claim nothing,
     and find that session."""
-    national_id = who.professional.national_id
-    success = Decision(Outcome.OK, "new_login", national_id)
+    success = Decision(Outcome.OK, "new_login", who.professional.national_id)
     if _claim_open_and_audit(attempt, mailbox, who, step, success):
         return success
+    return _spent_code(attempt, who, after_claim=True)
+
+
+def _spent_code(attempt: Attempt, who: Candidate, after_claim: bool) -> Decision:
+    """Right password, but the code's step was claimed already. By a parallel connection with
+    this very string from this network: its session is there, a success. Else a replay, or
+    a stale string retried: refused at a wrong password's price (the address's token and
+    wait, the device's one UPDATE), and not a guess, so the back-off is not touched."""
+    national_id = who.professional.national_id
     with transaction.atomic():
         if mail_sessions.find_live(mail_sessions.sessions_for(attempt.digest), attempt.network):
             decision = Decision(Outcome.OK, "session_parallel", national_id)
-        elif _guess_recorded_since_read(who.device):
-            # A parallel guess failed first: this login is inside the back-off it started.
-            retry_after = max(1, throttle.spend_address_token(attempt.source))
-            decision = Decision(Outcome.REJECT, "professional_throttled", national_id, retry_after)
         else:
-            # A spent code from another network: not a guess, so the professional's back-off
-            # is not touched, but the address pays as for any failure.
-            throttle.spend_address_token(attempt.source)
-            decision = Decision(Outcome.REJECT, "code_reused", national_id, retry_after=1)
+            retry_after = max(1, throttle.spend_address_token(attempt.source))
+            if after_claim and _guess_recorded_since_read(who.device):
+                # A parallel guess failed first: this login is inside the back-off it started.
+                reason = "professional_throttled"
+            else:
+                reason = "session_ended_or_elsewhere" if attempt.seen_before else "code_reused"
+                throttle.record_refusal(who.device, attempt.digest, guess=False)
+            decision = Decision(Outcome.REJECT, reason, national_id, retry_after)
         _audit(decision, attempt)
     return decision
 
@@ -480,6 +493,8 @@ def _failure(
     retry_after = max(1, throttle.spend_address_token(attempt.source))
     if backing_off:
         reason = "professional_throttled"
+    elif attempt.seen_before:
+        reason = "session_ended_or_elsewhere"
     elif credential is None:
         reason = "no_code"
     elif mailbox is None:
@@ -492,12 +507,13 @@ def _failure(
         reason = "wrong_password"
     if who is None:
         return Decision(Outcome.REJECT, reason, retry_after=retry_after)
-    # A code already used (seen over a shoulder) is not a right factor. During a back-off
-    # nothing more is counted: the professional's own retries must not prolong it.
+    # A code already used (seen over a shoulder) is not a right factor. Not counted either:
+    # refusals during a back-off (the professional's own retries must not prolong it), and a
+    # string that opened a session once (their mail clients retry those all day, and two of
+    # them alternating would otherwise back their owner off for good).
     fresh_code = matched is not None and step > matched.device.last_t
     one_factor_right = password_ok or fresh_code
-    # The same refused string again (a client retrying what it cached) is not a new guess.
-    guess = one_factor_right and not backing_off and who.device.last_failed_digest != attempt.digest
+    guess = one_factor_right and not backing_off and not attempt.seen_before
     throttle.record_refusal(who.device, attempt.digest, guess)
     national_id = who.professional.national_id if one_factor_right or backing_off else ""
     return Decision(Outcome.REJECT, reason, national_id, retry_after=retry_after)

@@ -2,6 +2,7 @@
 every rule of DESIGN §5. The real nginx, Dovecot and Postfix are in test_mail_stack.py."""
 
 import json
+import time
 from unittest import mock
 
 import pytest
@@ -10,8 +11,8 @@ from django.db import DatabaseError
 from django.test import Client
 from django.utils import timezone
 
-from enrolment import totp, verifier
-from enrolment.models import AuditEvent, Device, MailSession
+from enrolment import throttle, totp, verifier
+from enrolment.models import AuditEvent, Device, MailSession, Professional
 from tests.mail_fixtures import nginx_escape
 
 HOME_IP, OTHER_IP = "192.0.2.10", "198.51.100.7"
@@ -184,16 +185,67 @@ def test_a_session_ends_with_every_event_that_should_end_it(claire, nurses, how)
     assert not ok(nginx_ask(claire.mailbox, secret))
 
 
-def test_a_string_seen_before_is_refused_elsewhere_cheaply_and_not_counted(claire):
+def test_a_string_seen_before_is_refused_elsewhere_as_any_guess_and_not_counted(claire):
+    """Refused at a wrong password's price (a hash, the address's token and wait): a cheaper
+    refusal would tell a guesser that this password with that old code was right. Not
+    counted against the professional: it is what their mail clients retry all day."""
     secret = claire.secret()
     assert ok(nginx_ask(claire.mailbox, secret))
-    answers = []
-    hashes = hashes_during(
-        lambda: answers.append(nginx_ask(claire.mailbox, secret, client_ip=OTHER_IP))
-    )
-    assert not ok(answers[0]) and hashes == 0
+    seen, seen_hashes = ask_counting_hashes(claire.mailbox, secret, "203.0.113.41")
+    wrong = "not her password" + secret[-6:]
+    guessed, guessed_hashes = ask_counting_hashes(claire.mailbox, wrong, "203.0.113.42")
+    assert refusal_seen(seen) == refusal_seen(guessed) == REFUSED
+    assert seen_hashes == guessed_hashes == 1
     assert AuditEvent.objects.filter(details__reason="session_ended_or_elsewhere").exists()
-    assert Device.objects.get().throttling_failure_count == 0  # a replay is not a guess
+    assert Device.objects.get().throttling_failure_count == 0  # neither is a guess
+
+
+def test_old_strings_from_an_address_over_budget_are_throttled_like_any(claire, settings):
+    """A string accepted once (its session elsewhere) does not lift the address's budget."""
+    secret = claire.secret()
+    assert ok(nginx_ask(claire.mailbox, secret))
+    for n in range(settings.THROTTLE_ADDRESS_BURST):
+        nginx_ask(f"user{n}@demo.mssante.fr", "guess123456", client_ip="203.0.113.43")
+    answer, hashes = ask_counting_hashes(claire.mailbox, secret, "203.0.113.43")
+    assert not ok(answer) and hashes == 0 and int(answer["Auth-Wait"]) > 1
+
+
+def test_a_spent_code_with_the_right_password_answers_as_a_wrong_password(claire, settings):
+    """The code of the step before the one accepted: spent, and refused with the wait the
+    address has earned, as a wrong password from the same budget is."""
+    assert ok(nginx_ask(claire.mailbox, claire.secret()))
+    earlier = claire.code(time.time() - 30)
+    answers = {}
+    for password, client_ip in ((claire.password, "203.0.113.51"), ("nope", "203.0.113.52")):
+        for n in range(settings.THROTTLE_ADDRESS_BURST - 1):  # one token left, then none
+            nginx_ask(f"user{n}@demo.mssante.fr", "guess123456", client_ip=client_ip)
+        answer, hashes = ask_counting_hashes(claire.mailbox, password + earlier, client_ip)
+        answers[password == claire.password] = (*refusal_seen(answer), hashes)
+    assert answers[True] == answers[False]
+    assert int(answers[True][2]) > 1 and answers[True][3] == 1
+    assert AuditEvent.objects.filter(details__reason="code_reused").exists()
+
+
+def test_outdated_argon2_parameters_are_rehashed_after_a_login_only(claire, settings, moved_clock):
+    """Not when the password is right and the code is not: a second hash then would tell."""
+    settings.ARGON2_TIME_COST = 3  # the operator raised it since Claire's password was set
+    stored = Professional.objects.get(pk=claire.professional.pk).mail_password
+    wrong = claire.password + wrong_code(claire, moved_clock.now())
+    assert not ok(nginx_ask(claire.mailbox, wrong, client_ip="203.0.113.61"))
+    assert Professional.objects.get(pk=claire.professional.pk).mail_password == stored
+    moved_clock.advance(30)  # past the back-off the wrong code started
+    assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
+    rehashed = Professional.objects.get(pk=claire.professional.pk).mail_password
+    assert rehashed != stored and ",t=3," in rehashed
+
+
+def test_one_typo_on_parallel_connections_counts_once(claire):
+    """Each connection read the device before any recorded the failure: the database, not
+    what each read, decides that the same string again is no new guess."""
+    read_before = [Device.objects.get(pk=claire.device.pk) for _ in range(5)]
+    for device in read_before:
+        throttle.record_refusal(device, "digest-of-the-typo", guess=True)
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 1
 
 
 def test_organisational_mailbox_logins_stay_nominative(nurses):
