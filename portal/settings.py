@@ -269,6 +269,9 @@ AUDIT_SEAL_MAX_LAG_SECONDS = env_int("AUDIT_SEAL_MAX_LAG_SECONDS", 3600, minimum
 AUDIT_ANCHOR_FILE = env_str("AUDIT_ANCHOR_FILE", "")
 MAIL_SESSION_LIFETIME_SECONDS = env_int("MAIL_SESSION_LIFETIME_SECONDS", 12 * 3600, minimum=60)
 MAIL_SESSION_IDLE_SECONDS = env_int("MAIL_SESSION_IDLE_SECONDS", 2 * 3600, minimum=60)
+# Ended sessions are kept this long (a mail client retrying an old string is recognised and
+# not counted as a guess), then purge_mail_state deletes them.
+MAIL_SESSION_RETENTION_DAYS = env_int("MAIL_SESSION_RETENTION_DAYS", 30, minimum=1)
 MAIL_SESSION_PREFIX_V4 = env_int("MAIL_SESSION_PREFIX_V4", 32, minimum=8)
 MAIL_SESSION_PREFIX_V6 = env_int("MAIL_SESSION_PREFIX_V6", 128, minimum=16)
 # Per client address: a bucket of THROTTLE_ADDRESS_BURST failures, refilled at this rate.
