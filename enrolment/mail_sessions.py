@@ -143,6 +143,13 @@ def touch(session: SessionRow) -> None:
     MailSession.objects.filter(pk=session.id).update(last_seen_at=clock.utcnow())
 
 
+def note_refused(digest: str) -> None:
+    """This string was refused: if it opened a session once, that row is kept from the purge
+    while a client still retries it (purge_mail_state). The same UPDATE for every refusal
+    (it finds no row for a string never accepted), so that its cost tells nothing."""
+    MailSession.objects.filter(credential_digest=digest).update(last_refused_at=clock.utcnow())
+
+
 def new_session(
     mailbox: Mailbox,
     professional: Professional,

@@ -264,6 +264,9 @@ class MailSession(models.Model):
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_reason = models.CharField(max_length=64, blank=True)
+    # When this string was last refused (its session over): a mail client still retrying it
+    # keeps the row from the purge, so its retries stay recognised and are never counted.
+    last_refused_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["credential_digest", "mailbox"])]
@@ -311,6 +314,10 @@ class AddressThrottle(models.Model):
     address = models.CharField(max_length=64, primary_key=True)
     tokens = models.FloatField()
     updated_at = models.FloatField()  # unix time of the last refill
+    # The string refused last: the same one again within a token's refill time is not
+    # charged again (a client's connections retrying what it cached must not drain the
+    # address for everyone behind it; a guesser learns nothing from repeating a string).
+    last_digest = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     def __str__(self):
         return f"{self.address}: {self.tokens:.1f}"

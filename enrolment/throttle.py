@@ -44,20 +44,32 @@ def address_wait(address: str) -> int:
     return address_retry_after(bucket.first())
 
 
-def spend_address_token(address: str) -> int:
-    """One failure of the address; returns the seconds until it may try again (0: at once)."""
+def spend_address_token(address: str, digest: str = "") -> int:
+    """One failure of the address; returns the seconds until it may try again (0: at once).
+    The string (its digest) refused last, again within a token's refill time, is not charged
+    twice: one client's connections retrying what they cached cost one token, not five."""
     now = clock.now()
     with transaction.atomic():
         bucket, created = AddressThrottle.objects.select_for_update().get_or_create(
             address=address,
-            defaults={"tokens": settings.THROTTLE_ADDRESS_BURST - 1, "updated_at": now},
+            defaults={
+                "tokens": settings.THROTTLE_ADDRESS_BURST - 1,
+                "updated_at": now,
+                "last_digest": digest,
+            },
         )
-        if not created:
+        repeated = (
+            digest
+            and bucket.last_digest == digest
+            and now - bucket.updated_at < (1 / _refill_rate())
+        )
+        if not created and not repeated:
             # Floored: an address that kept failing is back in business at most two bursts'
             # refill after the attack stops (a hospital's NAT must not stay shut out).
             bucket.tokens = max(-settings.THROTTLE_ADDRESS_BURST, _tokens_now(bucket, now) - 1)
             bucket.updated_at = now
-            bucket.save(update_fields=["tokens", "updated_at"])
+            bucket.last_digest = digest
+            bucket.save(update_fields=["tokens", "updated_at", "last_digest"])
     return address_retry_after((bucket.tokens, bucket.updated_at))
 
 

@@ -354,7 +354,8 @@ def _spent_code(attempt: Attempt, who: Candidate, after_claim: bool) -> Decision
         if mail_sessions.find_live(mail_sessions.sessions_for(attempt.digest), attempt.network):
             decision = Decision(Outcome.OK, "session_parallel", national_id)
         else:
-            retry_after = max(1, throttle.spend_address_token(attempt.source))
+            retry_after = max(1, throttle.spend_address_token(attempt.source, attempt.digest))
+            mail_sessions.note_refused(attempt.digest)
             if after_claim and _guess_recorded_since_read(who.device):
                 # A parallel guess failed first: this login is inside the back-off it started.
                 reason = "professional_throttled"
@@ -368,7 +369,8 @@ def _spent_code(attempt: Attempt, who: Candidate, after_claim: bool) -> Decision
 
 def _guess_recorded_since_read(device: Device) -> bool:
     now = Device.objects.filter(pk=device.pk).values_list("throttling_failure_count", flat=True)
-    return now.first() != device.throttling_failure_count
+    current = now.first()  # None: the device was reset meanwhile
+    return current is None or current > device.throttling_failure_count
 
 
 def _claim_open_and_audit(attempt: Attempt, mailbox, who: Candidate, step, success) -> bool:
@@ -389,14 +391,14 @@ def _claim_open_and_audit(attempt: Attempt, mailbox, who: Candidate, step, succe
     return True
 
 
-# The claim also requires the back-off's count as it was read before the hash: parallel
-# guesses at the moment a back-off runs out are each checked, but once one of them was
-# recorded as a failure, the others cannot succeed (one guess per back-off, not one per
-# worker).
+# The claim also requires the back-off's count to be no higher than it was read before the
+# hash: parallel guesses at the moment a back-off runs out are each checked, but once one of
+# them was recorded as a failure, the others cannot succeed (one guess per back-off, not one
+# per worker). A parallel success that reset the count to 0 does not stop this one.
 CLAIM_SQL = """
     UPDATE {device} SET last_t = %s, last_used_at = %s, throttling_failure_count = 0,
            throttling_failure_timestamp = NULL, last_failed_digest = ''
-     WHERE id = %s AND last_t < %s AND throttling_failure_count = %s
+     WHERE id = %s AND last_t < %s AND throttling_failure_count <= %s
 """
 
 
@@ -490,7 +492,12 @@ def _failure(
 ):
     """The refusal, its reason for the audit, and what it spends. What the client is told
     depends on its address alone: the reason, and whether a factor was right, stay here."""
-    retry_after = max(1, throttle.spend_address_token(attempt.source))
+    if matched is not None:
+        # The read that a right password with this code makes (_spent_code): the same
+        # statements either way, so that their time does not tell which password it was.
+        mail_sessions.sessions_for(attempt.digest)
+    retry_after = max(1, throttle.spend_address_token(attempt.source, attempt.digest))
+    mail_sessions.note_refused(attempt.digest)
     if backing_off:
         reason = "professional_throttled"
     elif attempt.seen_before:

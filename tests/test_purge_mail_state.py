@@ -24,7 +24,7 @@ def test_old_ended_sessions_and_refilled_buckets_are_deleted(claire, settings):
     live = MailSession.objects.get()
     long_ago = timezone.now() - timedelta(days=settings.MAIL_SESSION_RETENTION_DAYS + 1)
     recently = timezone.now() - timedelta(days=1)
-    for revoked_at in (long_ago, recently):
+    for revoked_at, retried in ((long_ago, None), (recently, None), (long_ago, recently)):
         MailSession.objects.create(
             mailbox=live.mailbox,
             professional=live.professional,
@@ -36,6 +36,7 @@ def test_old_ended_sessions_and_refilled_buckets_are_deleted(claire, settings):
             last_seen_at=revoked_at,
             expires_at=revoked_at + timedelta(hours=11),
             revoked_at=revoked_at,
+            last_refused_at=retried,  # a client still retrying its string keeps the row
         )
     now = clock.now()
     burst = settings.THROTTLE_ADDRESS_BURST
@@ -47,7 +48,8 @@ def test_old_ended_sessions_and_refilled_buckets_are_deleted(claire, settings):
     call_command("purge_mail_state", stdout=out)
 
     assert "deleted 1 ended mail sessions, 1 refilled buckets" in out.getvalue()
-    assert set(MailSession.objects.values_list("revoked_at", flat=True)) == {None, recently}
+    kept = MailSession.objects.values_list("revoked_at", "last_refused_at")
+    assert set(kept) == {(None, None), (recently, None), (long_ago, recently)}
     assert set(AddressThrottle.objects.values_list("address", flat=True)) == {
         "198.51.100.2",
         "198.51.100.3",

@@ -3,6 +3,7 @@ every rule of DESIGN §5. The real nginx, Dovecot and Postfix are in test_mail_s
 
 import json
 import time
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -200,6 +201,21 @@ def test_a_string_seen_before_is_refused_elsewhere_as_any_guess_and_not_counted(
     assert Device.objects.get().throttling_failure_count == 0  # neither is a guess
 
 
+def test_a_clients_connections_retrying_one_old_string_do_not_drain_the_address(
+    claire, moved_clock, settings
+):
+    """Its session over, a client's five connections retry the cached string again and
+    again: one token each refill time, not one per try, so whoever else is behind that
+    address (a hospital's NAT) still logs in. The retries are noted on the old session."""
+    cached = claire.secret(moved_clock.now())
+    assert ok(nginx_ask(claire.mailbox, cached))
+    moved_clock.advance(settings.MAIL_SESSION_IDLE_SECONDS + 1)
+    for _ in range(3 * settings.THROTTLE_ADDRESS_BURST):
+        assert not ok(nginx_ask(claire.mailbox, cached))
+    assert MailSession.objects.get().last_refused_at is not None
+    assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
+
+
 def test_old_strings_from_an_address_over_budget_are_throttled_like_any(claire, settings):
     """A string accepted once (its session elsewhere) does not lift the address's budget."""
     secret = claire.secret()
@@ -368,6 +384,25 @@ def test_a_guess_failed_in_parallel_stops_a_right_one_at_the_back_offs_end(clair
     assert not MailSession.objects.exists()
     refusal = AuditEvent.objects.get(action="mail.login")
     assert refusal.details["reason"] == "professional_throttled"
+
+
+def test_a_success_elsewhere_does_not_stop_a_second_clients_fresh_string(claire):
+    """An old typo left the count at 1 (its back-off over). While this login's hash runs,
+    the professional's other client logs in and resets the count to 0: this one still
+    gets in."""
+    Device.objects.filter(pk=claire.device.pk).update(
+        throttling_failure_count=1, throttling_failure_timestamp=timezone.now() - timedelta(hours=1)
+    )
+    real_check = verifier._check_password
+
+    def check_while_the_other_client_logs_in(password, professional):
+        Device.objects.filter(pk=claire.device.pk).update(
+            throttling_failure_count=0, throttling_failure_timestamp=None
+        )
+        return real_check(password, professional)
+
+    with mock.patch.object(verifier, "_check_password", check_while_the_other_client_logs_in):
+        assert ok(nginx_ask(claire.mailbox, claire.secret()))
 
 
 def test_a_client_retrying_one_stale_string_does_not_grow_the_back_off(claire, moved_clock):

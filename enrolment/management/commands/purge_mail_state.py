@@ -33,12 +33,14 @@ class Command(BaseCommand):
 
 
 def ended_sessions():
-    """Revoked, expired or idle since before the retention period."""
+    """Revoked, expired or idle since before the retention period, and not retried since:
+    a client still retrying the string is recognised by its row (never counted as a guess;
+    two such clients alternating would otherwise back their owner off)."""
     cutoff = clock.utcnow() - timedelta(days=settings.MAIL_SESSION_RETENTION_DAYS)
     idle = timedelta(seconds=settings.MAIL_SESSION_IDLE_SECONDS)
-    return MailSession.objects.filter(
-        Q(revoked_at__lt=cutoff) | Q(expires_at__lt=cutoff) | Q(last_seen_at__lt=cutoff - idle)
-    )
+    ended = Q(revoked_at__lt=cutoff) | Q(expires_at__lt=cutoff) | Q(last_seen_at__lt=cutoff - idle)
+    not_retried = Q(last_refused_at__isnull=True) | Q(last_refused_at__lt=cutoff)
+    return MailSession.objects.filter(ended & not_retried)
 
 
 def refilled_buckets():
