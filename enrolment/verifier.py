@@ -3,7 +3,8 @@
 No HTTP here: the nginx auth_http and JSON adapters (enrolment/verify_views.py) call verify()
 and translate its Decision. The order of the checks is what keeps it fast and fair:
 
-1. a mail session for this exact string from this network: one SELECT and one HMAC, no write;
+1. a mail session for this exact string from this network: one SELECT and one HMAC, no write
+   (a string whose session is over or elsewhere goes on, as a new login would);
 2. the client address's bucket: an address spraying guesses is refused before any hashing;
 3. the code, against the devices of the mailbox's members (HMACs): for an organisational
    mailbox it tells which member is logging in;
@@ -15,7 +16,6 @@ and translate its Decision. The order of the checks is what keeps it fast and fa
 Any error on the way is a temporary failure, never a success.
 """
 
-import dataclasses
 import enum
 import functools
 import json
@@ -103,7 +103,7 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
     session = mail_sessions.find_live(sessions, network)
     if session is not None and not mail_sessions.needs_touch(session):
         return Decision(Outcome.OK, "session", session.national_id)
-    attempt = Attempt(address, client_ip, protocol, caller, network, source, digest)
+    attempt = Attempt(address, client_ip, protocol, caller, network, source, digest, bool(sessions))
     if session is not None:  # live, and its "last seen" is a minute old: written, audited
         with transaction.atomic():
             mail_sessions.touch(session)
@@ -120,7 +120,7 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
     # A string accepted once whose session is over, revoked or elsewhere (a mail client
     # retrying all day what it cached) takes a new login's whole path and price too: a
     # cheaper refusal would tell a guesser that the password with that old code was right.
-    return _new_login(dataclasses.replace(attempt, seen_before=bool(sessions)), secret)
+    return _new_login(attempt, secret)
 
 
 @sensitive_variables("secret")
