@@ -229,8 +229,9 @@ def test_old_strings_from_an_address_over_budget_are_throttled_like_any(claire, 
 def test_a_spent_code_with_the_right_password_answers_as_a_wrong_password(claire, settings):
     """The code of the step before the one accepted: spent, and refused with the wait the
     address has earned, as a wrong password from the same budget is."""
-    now = time.time()  # one instant for both codes: a step boundary between them would
-    assert ok(nginx_ask(claire.mailbox, claire.secret(now)))  # make them the same code
+    # Both codes from one instant: a step boundary between them would make them one code.
+    now = time.time()
+    assert ok(nginx_ask(claire.mailbox, claire.secret(now)))
     earlier = claire.code(now - 30)
     answers = {}
     for password, client_ip in ((claire.password, "203.0.113.51"), ("nope", "203.0.113.52")):
