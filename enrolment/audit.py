@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from enrolment import audit_keys
 from enrolment.models import AuditEvent
+from portal.client import client_ip
 
 
 def actor_of(request) -> tuple[str, str]:
@@ -38,7 +39,7 @@ def record(request, action: str, *, outcome: str = "", target: str = "", details
         action=action,
         target=target,
         outcome=outcome,
-        client_ip=request.META.get("REMOTE_ADDR") or None,
+        client_ip=client_ip(request) or None,
         details=details or {},
     )
 

@@ -285,6 +285,9 @@ MAIL_AUTH_WAIT_MAX_SECONDS = env_int("MAIL_AUTH_WAIT_MAX_SECONDS", 10, minimum=1
 NGINX_AUTH_HEADER = env_str("NGINX_AUTH_HEADER", "X-Auth-Key")
 NGINX_AUTH_SECRET = env_secret("NGINX_AUTH_SECRET")
 NGINX_AUTH_ALLOWED_ADDRESSES = env_list("NGINX_AUTH_ALLOWED_ADDRESSES", "127.0.0.1,::1")
+# The web nginx in front of gunicorn (deploy/: gunicorn on loopback): a browser's address is
+# then the X-Forwarded-For that nginx writes (portal/client.py). Empty: REMOTE_ADDR as is.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "127.0.0.1,::1")
 MAIL_BACKEND_IMAP = env_str("MAIL_BACKEND_IMAP", "127.0.0.1:143")
 MAIL_BACKEND_SMTP = env_str("MAIL_BACKEND_SMTP", "127.0.0.1:25")
 # What nginx gives the IMAP backend as password: "token", the secret MAIL_BACKEND_TOKEN that

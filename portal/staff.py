@@ -32,6 +32,7 @@ from enrolment.enrolling import Outcome
 from enrolment.forms import CodeForm, EnrolmentTokenForm
 from enrolment.mail_sessions import throttle_source
 from enrolment.models import Device
+from portal.client import client_ip
 
 HELPDESK = "helpdesk"  # find professionals, reset devices, clear back-offs, end sessions
 AUDITOR = "auditor"  # read and export the audit trail
@@ -143,7 +144,7 @@ class StaffLoginView(LoginView):
             actor=typed if exists else "",
             action="staff.password",
             outcome="reject",
-            client_ip=self.request.META.get("REMOTE_ADDR"),
+            client_ip=client_ip(self.request),
             details={} if exists else {"reason": "unknown_username"},
         )
         return super().form_invalid(form)
@@ -154,7 +155,7 @@ staff_login = sensitive_post_parameters("password")(never_cache(StaffLoginView.a
 
 def _budget_key(request) -> str:
     try:
-        return "staff:" + throttle_source(request.META.get("REMOTE_ADDR", ""))
+        return "staff:" + throttle_source(client_ip(request))
     except ValueError:
         return "staff:unknown"
 

@@ -475,3 +475,28 @@ def test_the_staff_menu_shows_the_roles_held_and_no_look_alike(make_staff):
         assert staff_menu(helpdesk, "/helpdesk/") == {"Helpdesk", "Summary"}
     # The role check and the menu: one read of the roles between them.
     assert sum("auth_group" in query["sql"] for query in queries.captured_queries) == 1
+
+
+def test_behind_nginx_each_browser_has_its_own_budget_and_address(make_staff, settings):
+    """gunicorn sees nginx as every request's peer: one browser guessing passwords must not
+    spend every other browser's budget, and the trail names the browser, not nginx."""
+    alice = make_staff("alice", "helpdesk")
+    attacker = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.66")
+    for _ in range(settings.THROTTLE_ADDRESS_BURST + 5):
+        attacker.post("/staff/login/", {"username": "alice", "password": "wrong-guess"})
+    refused = attacker.post("/staff/login/", {"username": "alice", "password": alice.password})
+    assert refused.status_code == 429  # that browser waits
+
+    colleague = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.8")
+    log_in(colleague, alice)  # another browser behind the same nginx is not slowed
+    guesses = AuditEvent.objects.filter(action="staff.password", outcome="reject")
+    assert set(guesses.values_list("client_ip", flat=True)) == {"203.0.113.66"}
+
+
+def test_a_forwarded_address_from_anyone_but_the_proxy_is_ignored(make_staff):
+    """Only the configured proxy's X-Forwarded-For counts: a browser reaching gunicorn
+    directly cannot pick its address."""
+    direct = Client(REMOTE_ADDR="192.0.2.77", HTTP_X_FORWARDED_FOR="203.0.113.1")
+    direct.post("/staff/login/", {"username": "nobody", "password": "x"})
+    [row] = AuditEvent.objects.filter(action="staff.password")
+    assert row.client_ip == "192.0.2.77"
