@@ -80,6 +80,17 @@ def refused_logins(site) -> float:
     return sum(float(value) for value in found)
 
 
+def test_the_units_write_only_where_systemd_makes_the_folder():
+    """Under ProtectSystem=strict a ReadWritePaths= folder must exist before the unit starts
+    (else it fails with 226/NAMESPACE on a fresh host); StateDirectory= and
+    RuntimeDirectory= make theirs. And every unit is sandboxed."""
+    for unit in sorted(UNITS.glob("*.service")):
+        text = unit.read_text()
+        assert "ReadWritePaths=" not in text, unit.name
+        for setting in ("ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet="):
+            assert f"\n{setting}\n" in text, (unit.name, setting)
+
+
 def test_a_deployed_node_adds_up_every_workers_metrics(deployed_node):
     site, token, metrics_dir = deployed_node
     assert not (metrics_dir / "counter_999999.db").exists()  # emptied when gunicorn started
