@@ -77,6 +77,15 @@ def check_deployment(app_configs=None, **kwargs):
                 id="enrolment.W001",
             )
         )
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        errors.append(
+            checks.Error(
+                "DATABASE_URL is not set: the site runs on the demo's SQLite file.",
+                hint="Set DATABASE_URL to the PostgreSQL database that every node shares: "
+                "on a file of its own, each node would accept a code another node accepted.",
+                id="enrolment.E007",
+            )
+        )
     if audit_keys.mac_keys().active == audit_keys.LEGACY and (
         settings.AUDIT_MAC_KEY == settings.SECRET_KEY
     ):

@@ -28,6 +28,8 @@ def run_manage(*args, **env_changes):
         NGINX_AUTH_SECRET="nginx-" + os.urandom(16).hex(),
         MAIL_BACKEND_TOKEN="backend-" + os.urandom(16).hex(),
         AUDIT_MAC_KEY="audit-" + os.urandom(32).hex(),
+        # Production runs on PostgreSQL (check --deploy refuses SQLite); nothing here connects.
+        DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal"),
     )
     env.update(env_changes)
     env = {k: v for k, v in env.items() if v is not None}
@@ -45,6 +47,13 @@ def test_check_deploy_is_clean_with_production_settings():
     result = run_manage("check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_refuses_the_demos_sqlite():
+    """Each node on a file of its own would accept a code that another node accepted."""
+    result = run_manage("check", "--deploy", DATABASE_URL=None)
+    assert result.returncode != 0
+    assert "enrolment.E007" in result.stderr and "DATABASE_URL is not set" in result.stderr
 
 
 @pytest.mark.parametrize(
