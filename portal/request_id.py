@@ -33,3 +33,15 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record):
         record.request_id = _current.get()
         return True
+
+
+class RequestPathOnlyFilter(logging.Filter):
+    """Django's request log lines carry the request itself, whose repr (written out by the
+    JSON formatter) holds the query string: a failed PSC callback's authorization code, say.
+    Its path is enough to follow it."""
+
+    def filter(self, record):
+        request = getattr(record, "request", None)
+        if request is not None and not isinstance(request, str):
+            record.request = getattr(request, "path", "")
+        return True

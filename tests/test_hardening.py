@@ -48,6 +48,22 @@ def test_production_logs_are_json_lines_with_a_request_id():
     assert record["message"] == "refused: malformed" and record["request_id"] == "-"
 
 
+def test_a_logged_request_shows_its_path_not_its_query_string():
+    """Django logs a 4xx with the request itself: its repr would put a failed PSC callback's
+    authorization code in the production log."""
+    script = (
+        "import logging; from django.test import RequestFactory; "
+        "request = RequestFactory().get('/oidc/callback/?code=AUTHZ-CODE-123&state=s'); "
+        "logging.getLogger('django.request').warning("
+        "'Bad Request: %s', request.path, extra={'status_code': 400, 'request': request})"
+    )
+    result = run_manage("shell", "-c", script)
+    [line] = [line for line in result.stderr.splitlines() if "Bad Request" in line]
+    record = json.loads(line)
+    assert record["request"] == "/oidc/callback/"
+    assert "AUTHZ-CODE-123" not in line
+
+
 def test_every_response_has_a_request_id_and_keeps_nginxs(client, caplog):
     assert len(client.get("/internal/health/live")["X-Request-ID"]) == 32
     kept = client.get("/", headers={"X-Request-ID": "a1b2c3d4e5f60718"})
