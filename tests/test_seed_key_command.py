@@ -1,4 +1,5 @@
 import json
+import os
 import time
 from io import StringIO
 
@@ -36,6 +37,18 @@ def test_new_makes_a_private_keyring_file(db, tmp_path):
     assert "active" in seed_key("new", "--file", str(path), "--id", "k1")
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert seeds.Keyring.parse(path.read_text(), "test").active_id == "k1"
+
+
+def test_a_rewritten_keyring_keeps_its_owner_group_and_mode(keyring_file):
+    """root:mss-totp 0640, as the README sets it: a new key must not make it root's only."""
+    os.chmod(keyring_file, 0o640)
+    if os.geteuid() == 0:
+        os.chown(keyring_file, 0, 12345)
+    seed_key("new", "--file", str(keyring_file), "--id", "third")
+    stat = keyring_file.stat()
+    assert oct(stat.st_mode & 0o777) == "0o640"
+    if os.geteuid() == 0:
+        assert (stat.st_uid, stat.st_gid) == (0, 12345)
 
 
 def test_rows_under_two_old_keys_end_up_under_the_new_key(keyring_file, users, make_device):

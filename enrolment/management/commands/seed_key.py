@@ -135,14 +135,18 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {path}: {exc.strerror}") from None
 
     def _write(self, path: Path, keyring: seeds.Keyring) -> None:
-        # Written whole and renamed into place, readable by its owner only: a crash never
-        # leaves half a keyring, and the keys never sit in a world-readable file.
+        # Written whole and renamed into place: a crash never leaves half a keyring. A new
+        # file is its owner's only; a file rewritten keeps its owner, group and mode (the
+        # README's root:mss-totp 0640, so the portal still reads it), never world-readable.
         path.parent.mkdir(parents=True, exist_ok=True)
+        previous = path.stat() if path.exists() else None
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(keyring.to_json())
-            os.chmod(tmp, 0o600)
+            os.chmod(tmp, previous.st_mode & 0o640 if previous else 0o600)
+            if previous and (previous.st_uid, previous.st_gid) != (os.geteuid(), os.getegid()):
+                os.chown(tmp, previous.st_uid, previous.st_gid)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
