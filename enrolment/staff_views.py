@@ -1,11 +1,8 @@
 """The staff pages: the helpdesk's search, professional page and actions; the auditors' trail
 and export; the summary of usage for both. Roles and the login: portal/staff.py."""
 
-import csv
-import json
-from datetime import UTC, datetime, time, timedelta
-
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,8 +10,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from enrolment import audit, audit_chain, helpdesk, indicators
+from enrolment import audit, audit_chain, helpdesk, indicators, trail_export
 from enrolment.models import Professional
+from enrolment.trail_export import TrailFilter
 from portal.staff import AUDITOR, HELPDESK, recent_code, staff_required
 
 
@@ -76,40 +74,6 @@ def helpdesk_action(request, national_id, action):
 # The audit trail
 
 
-DAY = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")  # the browser's date picker
-
-
-class TrailFilter(forms.Form):
-    since = forms.DateField(label=gettext_lazy("From (day)"), required=False, widget=DAY)
-    until = forms.DateField(label=gettext_lazy("To (day, included)"), required=False, widget=DAY)
-    professional = forms.CharField(
-        label=gettext_lazy("Professional's national id"), required=False, max_length=32
-    )
-    mailbox = forms.CharField(label=gettext_lazy("Mailbox"), required=False, max_length=254)
-
-    def selection(self):
-        data = self.cleaned_data
-        return audit_chain.selection(
-            since=_day_start(data.get("since")),
-            until=_day_start(data.get("until"), days=1),
-            professional=data.get("professional", "").strip(),
-            mailbox=data.get("mailbox", ""),
-        )
-
-
-def _day_start(day, days=0):
-    """The day's first instant, or None (no bound) for the calendar's ends, where the day after
-    or the conversion to UTC would overflow."""
-    if day is None:
-        return None
-    try:
-        start = timezone.make_aware(datetime.combine(day + timedelta(days=days), time.min))
-        start.astimezone(UTC)
-    except OverflowError:
-        return None
-    return start
-
-
 TRAIL_PAGE = 200
 
 
@@ -127,19 +91,18 @@ def audit_trail(request):
     )
 
 
-EXPORT_FIELDS = audit_chain.ROW_FIELDS  # every column, the uid and MAC included
-
-
 @staff_required(AUDITOR)
 def audit_export(request, fmt):
     if fmt not in ("csv", "json"):
         raise Http404
     form = TrailFilter(request.GET)
+    if form.is_valid() and form.selection().count() > settings.AUDIT_EXPORT_MAX_ROWS:
+        # A sync worker streaming for longer than its timeout is killed mid-file.
+        form.add_error(None, _too_many_rows())
     if not form.is_valid():
         return render(request, "staff/audit.html", {"form": form, "rows": []}, status=400)
     audit.record(request, "audit.export", outcome="ok", details={"format": fmt, **_filters(form)})
-    rows = form.selection().values_list(*EXPORT_FIELDS).iterator(chunk_size=2000)
-    stream = _csv_lines(rows) if fmt == "csv" else _json_lines(rows)
+    stream = trail_export.lines(form.selection(), fmt)
     content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
     response = StreamingHttpResponse(stream, content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
@@ -151,41 +114,11 @@ def _filters(form) -> dict:
     return {key: str(value) for key, value in form.cleaned_data.items() if value}
 
 
-def _exported(row) -> dict:
-    record = dict(zip(EXPORT_FIELDS, row, strict=True))
-    record["at"] = record["at"].isoformat()
-    return record
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def _csv_lines(rows):
-    writer = csv.writer(_Echo())
-    yield writer.writerow(EXPORT_FIELDS)
-    for row in rows:
-        record = _exported(row)
-        record["details"] = json.dumps(record["details"], ensure_ascii=False, sort_keys=True)
-        yield writer.writerow([_inert(value) for value in record.values()])
-
-
-def _inert(value):
-    """A cell a spreadsheet will not run: the trail holds what clients typed (a mailbox at
-    an IMAP login), and "=HYPERLINK(...)" must stay text (OWASP's CSV injection advice)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _json_lines(rows):
-    # One JSON array, written as it is read: an export of a year is not held in memory.
-    yield "["
-    for index, row in enumerate(rows):
-        record = _exported(row)
-        yield ("," if index else "") + "\n" + json.dumps(record, ensure_ascii=False)
-    yield "\n]\n"
+def _too_many_rows() -> str:
+    return _(
+        "More than %(limit)s events match: choose a shorter period here, or have an "
+        "operator export it on a node (manage.py export_audit)."
+    ) % {"limit": f"{settings.AUDIT_EXPORT_MAX_ROWS:,}".replace(",", "\u202f")}
 
 
 @staff_required(HELPDESK, AUDITOR)

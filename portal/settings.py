@@ -267,6 +267,9 @@ AUDIT_SEAL_MAX_LAG_SECONDS = env_int("AUDIT_SEAL_MAX_LAG_SECONDS", 3600, minimum
 # forwards it): it will not seal over a chain that lost the last anchor, and verify_audit
 # checks against it. Empty: anchors are only printed.
 AUDIT_ANCHOR_FILE = env_str("AUDIT_ANCHOR_FILE", "")
+# The auditors' page exports at most this many rows: a sync worker streaming for longer than
+# gunicorn's timeout is killed mid-file. Bigger periods: manage.py export_audit on a node.
+AUDIT_EXPORT_MAX_ROWS = env_int("AUDIT_EXPORT_MAX_ROWS", 200_000, minimum=1)
 MAIL_SESSION_LIFETIME_SECONDS = env_int("MAIL_SESSION_LIFETIME_SECONDS", 12 * 3600, minimum=60)
 MAIL_SESSION_IDLE_SECONDS = env_int("MAIL_SESSION_IDLE_SECONDS", 2 * 3600, minimum=60)
 # Ended sessions are kept this long (a mail client retrying an old string is recognised and

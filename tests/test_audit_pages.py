@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from enrolment import audit
@@ -82,6 +83,28 @@ def test_a_bad_filter_gets_a_clear_error_and_no_export(auditor_client, trail):
     assert 'role="alert"' in response.content.decode()
     assert not AuditEvent.objects.filter(action="audit.export").exists()
     assert auditor_client.get("/audit/export.xml").status_code == 404
+
+
+def test_an_export_too_long_for_a_web_request_says_how_else(auditor_client, trail, settings):
+    """Past AUDIT_EXPORT_MAX_ROWS the page refuses (a worker streaming past its timeout is
+    killed mid-file) and names the command; the command exports it all, and is audited."""
+    settings.AUDIT_EXPORT_MAX_ROWS = 2
+    response = auditor_client.get("/audit/export.csv", {"professional": "899700000001"})
+    assert response.status_code == 400
+    assert "manage.py export_audit" in response.content.decode()
+    assert not AuditEvent.objects.filter(action="audit.export").exists()
+
+    out = io.StringIO()
+    call_command("export_audit", "--professional", "899700000001", "--format", "json", stdout=out)
+    assert sorted(row["id"] for row in json.loads(out.getvalue())) == sorted(
+        [trail[0].id, trail[1].id, trail[3].id]
+    )
+    assert AuditEvent.objects.get(action="audit.export").actor == "manage.py export_audit"
+
+
+def test_export_audit_refuses_a_bad_day_clearly():
+    with pytest.raises(CommandError, match="--since: "):
+        call_command("export_audit", "--since", "hier", stdout=io.StringIO())
 
 
 def test_the_trail_page_filters(auditor_client, trail):
