@@ -13,8 +13,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# axe-core, for the browser tests' accessibility checks (the stand-in PSC's packages are
+# installed by its own fixture).
+tests/browser/node_modules/.installed: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --silent
+	touch $@
+
 # The suite runs on PostgreSQL when DATABASE_URL is set (as .ci/run does), else on SQLite.
-test: install
+test: install tests/browser/node_modules/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install

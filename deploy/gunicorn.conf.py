@@ -1,6 +1,6 @@
 """gunicorn for one portal node (`gunicorn -c deploy/gunicorn.conf.py portal.wsgi`).
 
-Sized for the verifier: a login costs one Argon2id hash (~25-35 ms of one core, memory-hard),
+Sized for the verifier: a login costs one Argon2id hash (15-35 ms of one core, memory-hard),
 everything else a few milliseconds, so processes, not threads, and about two per core.
 """
 

@@ -24,7 +24,6 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-SITE_URL = env_str("SITE_URL", "http://localhost:8000")
 
 INSTALLED_APPS = [
     "portal.apps.StaffAdminConfig",  # the admin, for verified superusers only
@@ -114,7 +113,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Argon2id first: mail passwords and staff passwords. The parameters are OWASP's minimum
-# (m=19 MiB, t=2, p=1), which costs ~35 ms here; Django's defaults cost ~270 ms per mail login.
+# (m=19 MiB, t=2, p=1), which costs 15-35 ms here; Django's defaults cost ~270 ms per mail login.
 PASSWORD_HASHERS = [
     "enrolment.hashers.ConfigurableArgon2Hasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
