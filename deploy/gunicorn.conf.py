@@ -15,7 +15,8 @@ threads = 1  # Argon2id holds a core; threads would only queue behind it
 worker_class = "sync"
 timeout = 30  # a request stuck longer than this is killed, and nginx answers 502
 graceful_timeout = 20
-keepalive = 5  # nginx keeps connections to the upstream open
+# No keepalive: sync workers answer "Connection: close" and serve one connection at a time
+# (nginx opens one per request; on loopback that costs little, and the benchmark counts it).
 max_requests = 20000  # recycled now and then: memory stays flat even if a library leaks
 max_requests_jitter = 2000
 accesslog = None  # nginx logs the requests; the portal logs what it decided
