@@ -326,11 +326,15 @@ def _argon2_check(password: str, professional: Professional | None) -> bool:
 
 @sensitive_variables("password")
 def _rehash_if_outdated(professional: Professional, password: str) -> None:
-    """After a new login, with the operator's current Argon2id parameters (ARGON2_*)."""
-    if identify_hasher(professional.mail_password).must_update(professional.mail_password):
-        Professional.objects.filter(pk=professional.pk).update(
-            mail_password=make_password(password)
-        )
+    """After a new login, with the operator's current Argon2id parameters (ARGON2_*). The
+    login is committed by now: a failure here keeps the old hash, it does not refuse."""
+    try:
+        if identify_hasher(professional.mail_password).must_update(professional.mail_password):
+            Professional.objects.filter(pk=professional.pk).update(
+                mail_password=make_password(password)
+            )
+    except Exception:
+        logger.exception("professional %s: rehash failed; the old hash stays", professional.pk)
 
 
 def _claim_and_open(attempt: Attempt, mailbox, who: Candidate, step: int) -> Decision:

@@ -257,6 +257,12 @@ def test_outdated_argon2_parameters_are_rehashed_after_a_login_only(claire, sett
     assert rehashed != stored and ",t=3," in rehashed
 
 
+def test_a_failed_rehash_does_not_turn_a_login_into_a_refusal(claire, settings):
+    settings.ARGON2_TIME_COST = 3
+    with mock.patch("enrolment.verifier.make_password", side_effect=DatabaseError("busy")):
+        assert ok(nginx_ask(claire.mailbox, claire.secret()))
+
+
 def test_one_typo_on_parallel_connections_counts_once(claire):
     """Each connection read the device before any recorded the failure: the database, not
     what each read, decides that the same string again is no new guess."""
