@@ -50,6 +50,7 @@ class Cluster:
         )
         manage(env, "migrate", "-v", "0")
         manage(env, "collectstatic", "--noinput", "-v", "0")  # as a deployment does
+        os.chmod(run_dir, 0o755)  # noqa: S103  (nginx's workers, not root, serve the static files)
         people = [
             {"national_id": "899700000001", "mailbox": MAILBOX, "seed": self.seed.hex()},
             {"national_id": "899700000003", "mailbox": LUC, "seed": self.luc_seed.hex()},

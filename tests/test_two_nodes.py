@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import requests
 
 from tests.cluster import LUC, STAFF_PASSWORD, Cluster, StaffBrowser
 
@@ -93,3 +94,16 @@ def http_get(url: str, source: str) -> int:
         return connection.getresponse().status
     finally:
         connection.close()
+
+
+def test_static_files_carry_one_cache_header_and_the_sites_security_headers(cluster):
+    """They never reach the portal, so nginx gives them what the portal's answers carry."""
+    response = requests.get(
+        f"https://localhost:{cluster.https_port}/static/css/portal.css",
+        verify=str(cluster.cert),
+        timeout=10,
+    )
+    assert response.status_code == 200 and "--accent" in response.text
+    assert response.raw.headers.getlist("Cache-Control") == ["public, max-age=604800"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
