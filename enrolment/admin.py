@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.db import transaction
 
 from enrolment import audit
 from enrolment.models import (
@@ -39,6 +40,13 @@ class AuditedAdmin(admin.ModelAdmin):
         for obj in queryset:
             self._audit(request, "admin.delete", obj, "")
         return super().log_deletions(request, queryset)
+
+    def response_action(self, request, queryset):
+        # The bulk "delete selected" writes its audit rows, then deletes, outside the atomic
+        # block the change and delete pages have: together, or an audited deletion could be
+        # one that failed.
+        with transaction.atomic():
+            return super().response_action(request, queryset)
 
     @staticmethod
     def _audit(request, action: str, obj, message) -> None:

@@ -7,6 +7,7 @@ import io
 import re
 import time
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group
@@ -458,6 +459,23 @@ def test_every_admin_change_is_audited_and_needs_a_recent_code(make_staff, profe
     stale = admin.post(user_page, {**form, "groups": []}, follow=True)
     assert stale.redirect_chain[-1][0].startswith("/staff/code/")
     assert alice.user.groups.filter(name="helpdesk").exists()
+
+
+def test_a_bulk_delete_that_fails_leaves_no_audit_row_claiming_it(make_staff, professional):
+    root = make_staff("root", superuser=True)
+    admin = log_in(Client(), root)
+    mailbox = professional.mailboxes.get()
+    form = {"action": "delete_selected", "_selected_action": [mailbox.pk], "post": "yes"}
+    with (
+        mock.patch(
+            "enrolment.admin.MailboxAdmin.delete_queryset", side_effect=RuntimeError("disk full")
+        ),
+        pytest.raises(RuntimeError),
+    ):
+        admin.post("/admin/enrolment/mailbox/", form)
+    assert not AuditEvent.objects.filter(action="admin.delete").exists()
+    assert admin.post("/admin/enrolment/mailbox/", form).status_code == 302
+    assert AuditEvent.objects.filter(action="admin.delete").count() == 1
 
 
 def staff_menu(browser, url: str) -> set[str]:
