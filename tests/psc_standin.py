@@ -53,6 +53,16 @@ def start_standin(rp_url: str, log_path: Path) -> StandinPSC:
             capture_output=True,
             timeout=300,
         )
+    # Node loads oidc-provider in a second or two; once in CI a start never reached its
+    # listen() in 20 s. Two tries of 30 s, each on a fresh port, each told apart in the log.
+    for attempt in (1, 2):
+        psc = _try_to_start(rp_url, log_path, attempt)
+        if psc is not None:
+            return psc
+    raise RuntimeError(f"the stand-in PSC did not start twice; see {log_path}")
+
+
+def _try_to_start(rp_url: str, log_path: Path, attempt: int) -> StandinPSC | None:
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     env = {
@@ -63,20 +73,23 @@ def start_standin(rp_url: str, log_path: Path) -> StandinPSC:
         "RP_POST_LOGOUT_URIS": f"{rp_url}/",
         "RP_CLIENT_SECRET": CLIENT_SECRET,
     }
-    log = log_path.open("w")
+    log = log_path.open("w" if attempt == 1 else "a")
+    log.write(f"--- start {attempt}, port {port}\n")
+    log.flush()
     secret_watch.register_log(log_path)
     process = subprocess.Popen(
         ["node", "psc.mjs"], cwd=PSC_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=1).ok:
+            if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=2).ok:
                 return StandinPSC(issuer, process)
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy to answer
             time.sleep(0.1)
-    process.terminate()
-    raise RuntimeError(f"the stand-in PSC did not start; see {log_path}")
+    process.kill()
+    process.wait(timeout=10)
+    return None
 
 
 class _FormFinder(HTMLParser):

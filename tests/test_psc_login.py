@@ -372,8 +372,10 @@ def test_psc_stopped_during_a_login_gets_a_clear_page_then_works_again(
     callback: a clear page, nobody half logged in; once PSC is back, the login works."""
     from tests.psc_standin import start_standin
 
+    starts = iter(("psc.log", "psc-again.log"))  # each start's own log, for a failure
+
     def psc_for_this_test():
-        psc = start_standin(live_server.url, tmp_path / "psc.log")
+        psc = start_standin(live_server.url, tmp_path / next(starts))
         for name, value in psc.settings().items():
             setattr(settings, name, value)
         return psc
