@@ -235,16 +235,21 @@ def test_an_id_token_for_another_audience_is_refused(portal, visitor, standin_ps
     assert_nothing_left_behind()
 
 
+def doctors_callback(visitor, portal):
+    """The doctor logs in at PSC; the portal's callback page, through whatever a test put on
+    the way."""
+    return visitor.get(
+        follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR), timeout=10
+    )
+
+
 def test_an_id_token_with_a_bad_signature_is_refused(portal, visitor, token_proxy):
     def flip_signature(id_token):
         head, body, signature = id_token.split(".")
         return f"{head}.{body}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
 
     token_proxy.alter = flip_signature
-    page = visitor.get(
-        follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR), timeout=10
-    )
-
+    page = doctors_callback(visitor, portal)
     assert page.status_code == 400
     assert "This login link is not valid" in page.text
     assert_nothing_left_behind()
@@ -266,10 +271,7 @@ def test_userinfo_about_someone_else_than_the_id_token_is_refused(portal, visito
         return {**claims, "sub": NURSE, "SubjectNameID": NURSE}
 
     userinfo_proxy.alter = the_nurse_instead
-    page = visitor.get(
-        follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR), timeout=10
-    )
-
+    page = doctors_callback(visitor, portal)
     assert page.status_code == 400
     assert "This login link is not valid" in page.text
     assert_nothing_left_behind()
@@ -279,9 +281,7 @@ def test_userinfo_about_someone_else_than_the_id_token_is_refused(portal, visito
 
 def test_userinfo_without_a_subject_is_refused(portal, visitor, userinfo_proxy):
     userinfo_proxy.alter = lambda claims: {k: v for k, v in claims.items() if k != "sub"}
-    page = visitor.get(
-        follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR), timeout=10
-    )
+    page = doctors_callback(visitor, portal)
     assert page.status_code == 400
     assert_nothing_left_behind()
 

@@ -9,60 +9,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 
-class TokenProxy:
-    def __init__(self, token_endpoint: str):
-        self.token_endpoint = token_endpoint
-        self.alter = lambda id_token: id_token
-        proxy = self
+class _Proxy:
+    """A local HTTP server whose ``forward(handler)`` returns (status, JSON answer)."""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                upstream = requests.post(
-                    proxy.token_endpoint,
-                    data=body,
-                    timeout=10,
-                    headers={"Content-Type": self.headers.get("Content-Type", "")},
-                )
-                answer = upstream.json()
-                if "id_token" in answer:
-                    answer["id_token"] = proxy.alter(answer["id_token"])
-                payload = json.dumps(answer).encode()
-                self.send_response(upstream.status_code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    path = "/"
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class UserinfoProxy:
-    """The userinfo endpoint, with ``alter(claims) -> claims`` applied to its JSON answer."""
-
-    def __init__(self, userinfo_endpoint: str):
-        self.userinfo_endpoint = userinfo_endpoint
-        self.alter = lambda claims: claims
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.alter = lambda value: value
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                upstream = requests.get(
-                    proxy.userinfo_endpoint,
-                    timeout=10,
-                    headers={"Authorization": self.headers.get("Authorization", "")},
-                )
-                payload = json.dumps(proxy.alter(upstream.json())).encode()
-                self.send_response(upstream.status_code)
+                self._reply(*proxy.forward(self))
+
+            do_POST = do_GET
+
+            def _reply(self, status: int, answer: dict):
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -72,9 +37,45 @@ class UserinfoProxy:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/me"
+        self.url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def forward(self, handler) -> tuple[int, dict]:
+        raise NotImplementedError
 
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class TokenProxy(_Proxy):
+    """The token endpoint, with ``alter(id_token) -> id_token`` applied to its answer."""
+
+    path = "/token"
+
+    def forward(self, handler):
+        body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+        upstream = requests.post(
+            self.upstream,
+            data=body,
+            timeout=10,
+            headers={"Content-Type": handler.headers.get("Content-Type", "")},
+        )
+        answer = upstream.json()
+        if "id_token" in answer:
+            answer["id_token"] = self.alter(answer["id_token"])
+        return upstream.status_code, answer
+
+
+class UserinfoProxy(_Proxy):
+    """The userinfo endpoint, with ``alter(claims) -> claims`` applied to its JSON answer."""
+
+    path = "/me"
+
+    def forward(self, handler):
+        upstream = requests.get(
+            self.upstream,
+            timeout=10,
+            headers={"Authorization": handler.headers.get("Authorization", "")},
+        )
+        return upstream.status_code, self.alter(upstream.json())
