@@ -44,19 +44,24 @@ def client_address(client_ip: str) -> str:
 def throttle_source(client_ip: str) -> str:
     """Whose budget a failure spends: the IPv4 address, or the IPv6 /64, since one subscriber
     holds a whole /64 and could otherwise rotate through it for fresh budgets."""
-    address = _parsed(client_ip)
-    if address.version == 4:
-        return str(address)
-    return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return _source(_parsed(client_ip))
 
 
-def client_network(client_ip: str) -> str:
-    """The client's network as configured (exact address by default). ValueError if not an IP."""
+def network_and_source(client_ip: str) -> tuple[str, str]:
+    """The mail session's network (the configured prefix, the exact address by default) and
+    the throttle source, from one parse: every mail login asks both. ValueError if not an
+    IP address."""
     address = _parsed(client_ip)
     prefix = (
         settings.MAIL_SESSION_PREFIX_V4 if address.version == 4 else settings.MAIL_SESSION_PREFIX_V6
     )
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False)), _source(address)
+
+
+def _source(address) -> str:
+    if address.version == 4:
+        return str(address)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
 @dataclass(frozen=True)

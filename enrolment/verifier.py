@@ -86,8 +86,7 @@ def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str
 @sensitive_variables("secret")
 def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: str) -> Decision:
     try:
-        network = mail_sessions.client_network(client_ip)
-        source = mail_sessions.throttle_source(client_ip)
+        network, source = mail_sessions.network_and_source(client_ip)
     except ValueError:
         network = source = None
     if not _well_formed(address, secret):
