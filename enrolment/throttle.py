@@ -29,12 +29,13 @@ def _tokens_now(bucket: AddressThrottle, now: float) -> float:
     return min(burst, bucket.tokens + (now - bucket.updated_at) * _refill_rate())
 
 
-def address_retry_after(bucket: tuple[float, float] | None) -> int:
+def address_retry_after(bucket: tuple | None) -> int:
     """0 if the address may try; else the seconds until it has a token again. ``bucket`` is
-    the address's (tokens, updated_at), read by the verifier with its session lookup."""
+    the address's (tokens, updated_at[, last_digest]), read by the verifier with its session
+    lookup."""
     if bucket is None or bucket[0] is None:
         return 0
-    tokens = _tokens_now(AddressThrottle("", *bucket), clock.now())
+    tokens = _tokens_now(AddressThrottle(tokens=bucket[0], updated_at=bucket[1]), clock.now())
     return 0 if tokens >= 1 else math.ceil((1 - tokens) / _refill_rate())
 
 
@@ -44,10 +45,23 @@ def address_wait(address: str) -> int:
     return address_retry_after(bucket.first())
 
 
+def repeats_last_refusal(bucket: tuple | None, digest: str) -> bool:
+    """The string this address was refused last, sent again within a token's refill time:
+    the verifier refuses it again without a hash or a charge. Hashed each time, one address
+    repeating one wrong string would cost an Argon2id check per request and never run out
+    of budget; refused cheaply, it tells the sender nothing they did not know."""
+    return bucket is not None and _is_repeat(bucket[2], bucket[1], digest, clock.now())
+
+
+def _is_repeat(last_digest: str, updated_at: float, digest: str, now: float) -> bool:
+    return bool(digest) and last_digest == digest and now - updated_at < 1 / _refill_rate()
+
+
 def spend_address_token(address: str, digest: str = "") -> int:
     """One failure of the address; returns the seconds until it may try again (0: at once).
     The string (its digest) refused last, again within a token's refill time, is not charged
-    twice: one client's connections retrying what they cached cost one token, not five."""
+    twice: one client's connections in flight together with what they cached cost one
+    token, not five (their later retries are refused before this: repeats_last_refusal)."""
     now = clock.now()
     with transaction.atomic():
         bucket, created = AddressThrottle.objects.select_for_update().get_or_create(
@@ -58,11 +72,7 @@ def spend_address_token(address: str, digest: str = "") -> int:
                 "last_digest": digest,
             },
         )
-        repeated = (
-            digest
-            and bucket.last_digest == digest
-            and now - bucket.updated_at < (1 / _refill_rate())
-        )
+        repeated = _is_repeat(bucket.last_digest, bucket.updated_at, digest, now)
         if not created and not repeated:
             # Floored: an address that kept failing is back in business at most two bursts'
             # refill after the attack stops (a hospital's NAT must not stay shut out).

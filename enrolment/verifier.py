@@ -5,7 +5,8 @@ and translate its Decision. The order of the checks is what keeps it fast and fa
 
 1. a mail session for this exact string from this network: one SELECT and one HMAC, no write
    (a string whose session is over or elsewhere goes on, as a new login would);
-2. the client address's bucket: an address spraying guesses is refused before any hashing;
+2. the client address's bucket: an address spraying guesses, or repeating the string it was
+   refused last, is refused before any hashing;
 3. the code, against the devices of the mailbox's members (HMACs): for an organisational
    mailbox it tells which member is logging in;
 4. one Argon2id hash of the password (a dummy hash when there is nobody to check, so every
@@ -109,10 +110,11 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
             decision = Decision(Outcome.OK, "session", session.national_id)
             _audit(decision, attempt)
         return decision
-    # An address over budget is refused before any hashing, mostly without a write.
+    # An address over budget, or repeating the string it was refused last, is refused before
+    # any hashing, mostly without a write.
     wait = throttle.address_retry_after(bucket)
-    if wait:
-        decision = _address_throttled(source, wait)
+    if wait or throttle.repeats_last_refusal(bucket, digest):
+        decision = _refused_before_hashing(source, wait)
         if decision.audited:
             _audit(decision, attempt)
         return decision
@@ -139,7 +141,7 @@ def _refuse_malformed(attempt: "Attempt", source: str | None) -> Decision:
     the address's budget, and an address over budget is refused as throttled, its refusals
     audited once a minute, not one row and one commit each."""
     if source is not None and (wait := throttle.address_wait(source)):
-        decision = _address_throttled(source, wait)
+        decision = _refused_before_hashing(source, wait)
         if decision.audited:
             _audit(decision, attempt)
         return decision
@@ -164,21 +166,23 @@ class Attempt:
     seen_before: bool = False  # this exact string opened a session once
 
 
-_last_throttled_audit: dict[str, float] = {}
+_last_cheap_refusal_audit: dict[tuple[str, str], float] = {}
 
 
-def _address_throttled(source: str, wait: int) -> Decision:
-    # An address over budget may send thousands of requests a second: audit its refusals once
-    # a minute per worker, not with one commit per request (which would also be a way to
-    # flood the trail).
+def _refused_before_hashing(source: str, wait: int) -> Decision:
+    """An address over budget (``wait`` seconds), or repeating its last refused string (the
+    wait any refusal from it gets). Such an address may send thousands of requests a second:
+    its refusals are audited once a minute per worker and reason, not with one commit per
+    request (which would also be a way to flood the trail)."""
+    reason = "address_throttled" if wait else "refused_again"
     now = clock.now()
-    last = _last_throttled_audit.get(source)
+    last = _last_cheap_refusal_audit.get((source, reason))
     audited = last is None or now - last >= 60
     if audited:
-        if len(_last_throttled_audit) > 10_000:
-            _last_throttled_audit.clear()
-        _last_throttled_audit[source] = now
-    return Decision(Outcome.REJECT, "address_throttled", retry_after=wait, audited=audited)
+        if len(_last_cheap_refusal_audit) > 10_000:
+            _last_cheap_refusal_audit.clear()
+        _last_cheap_refusal_audit[(source, reason)] = now
+    return Decision(Outcome.REJECT, reason, retry_after=max(1, wait), audited=audited)
 
 
 @dataclass

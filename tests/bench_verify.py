@@ -94,8 +94,9 @@ def client_loop(args) -> tuple[list[float], int, float]:
                 "/internal/nginx-auth",
                 nginx_headers(person["mailbox"], secret, "192.0.2.10"),
             )
-        else:
-            path, headers = "/internal/nginx-auth", people[0]
+        else:  # the one session string, or an address's guesses in turn
+            path, headers = "/internal/nginx-auth", people[index % len(people)]
+            index += 1
         elapsed, answer = request(port, path, headers)
         latencies.append(elapsed)
         if scenario != "empty" and (answer.get("Auth-Status") == "OK") != expect_ok:
@@ -189,10 +190,14 @@ def main():
             "192.0.2.20",
         )
         assert request(port, "/internal/nginx-auth", session)[1]["Auth-Status"] == "OK"
-        # (d) an address that spent its whole bucket on wrong guesses.
-        wrong = nginx_headers("nobody@bench.mssante.fr", "guess-000000", "198.51.100.66")
-        for _ in range(25):
-            request(port, "/internal/nginx-auth", wrong)
+        # (d) an address that spent its whole bucket on wrong guesses and goes on guessing
+        # (each guess new: the string it was refused last is refused before the throttle).
+        wrong = [
+            nginx_headers(f"nobody{n}@bench.mssante.fr", f"guess-{n:06d}", "198.51.100.66")
+            for n in range(100)
+        ]
+        for guess in wrong[:25]:
+            request(port, "/internal/nginx-auth", guess)
 
         def new_logins():
             people = take(options.people)
@@ -204,18 +209,22 @@ def main():
             "(c) new login": ("new_login", new_logins, True),
             "(d) refusal, throttled address": (
                 "refusal",
-                lambda: [[wrong]] * options.clients,
+                lambda: [wrong] * options.clients,
                 False,
             ),
         }
         # Rounds of all four in turn, the median round kept: the machine's other load then
         # weighs on every scenario alike, and one unlucky run does not decide a ratio.
         rounds = {name: [] for name in scenarios}
+        refusals_hashed = 0  # (d) is refused before any hash, but for the bucket's refill
         for _ in range(options.rounds):
             for name, (scenario, shares, expect_ok) in scenarios.items():
+                before = site_timings(site)
                 rounds[name].append(
                     run(scenario, port, options.seconds, options.clients, shares(), expect_ok)
                 )
+                if scenario == "refusal":
+                    refusals_hashed += (site_timings(site) - before).hash_count
         figures = {name: median_round(results) for name, results in rounds.items()}
         # A new login on its own (one client, no queueing): one Argon2id hash plus the rest.
         alone = [
@@ -240,8 +249,14 @@ def main():
         f"{after_hash['after a hash']:.2f} ms after a hash (its 19 MiB evict the caches)"
     )
     print(f"new logins sent: {sent}; audited by the site as new logins: {audited}")
+    refusals = sum(result["n"] for result in rounds["(d) refusal, throttled address"])
+    print(f"refusals of (d) sent: {refusals}; that cost a hash (the bucket's refill): ", end="")
+    print(f"{refusals_hashed:.0f}")
     if audited != sent:
         print("SOME 'NEW LOGINS' WERE NOT NEW LOGINS: the figures of (c) are not to be trusted")
+        return 1
+    if refusals_hashed > refusals / 100:
+        print("THE ADDRESS OF (d) WAS NOT THROTTLED: its figures are not to be trusted")
         return 1
     return 0
 

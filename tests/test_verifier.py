@@ -216,6 +216,25 @@ def test_a_clients_connections_retrying_one_old_string_do_not_drain_the_address(
     assert ok(nginx_ask(claire.mailbox, claire.secret(moved_clock.now())))
 
 
+def test_an_address_repeating_a_refused_string_is_not_hashed_again(claire, moved_clock, settings):
+    """One address sending one wrong string over and over: refused each time as the first
+    time, but one Argon2id check per token's refill time, not one per request (which would
+    let a single address keep the verifier's processors busy without ever running out of
+    budget). The right credential from that address still logs in."""
+    wrong = "not her password" + claire.code(moved_clock.now())
+    first, first_hashes = ask_counting_hashes(claire.mailbox, wrong, "203.0.113.44")
+    repeats = [ask_counting_hashes(claire.mailbox, wrong, "203.0.113.44") for _ in range(10)]
+    assert refusal_seen(first) == REFUSED and first_hashes == 1
+    assert [refusal_seen(answer) for answer, _ in repeats] == [REFUSED] * 10
+    assert sum(hashes for _, hashes in repeats) == 0
+    assert AuditEvent.objects.filter(details__reason="refused_again").count() == 1
+
+    moved_clock.advance(60 / settings.THROTTLE_ADDRESS_REFILL_PER_MINUTE)
+    assert ask_counting_hashes(claire.mailbox, wrong, "203.0.113.44")[1] == 1
+    right = claire.secret(moved_clock.now())
+    assert ok(nginx_ask(claire.mailbox, right, client_ip="203.0.113.44"))
+
+
 def test_old_strings_from_an_address_over_budget_are_throttled_like_any(claire, settings):
     """A string accepted once (its session elsewhere) does not lift the address's budget."""
     secret = claire.secret()
