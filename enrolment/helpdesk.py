@@ -111,6 +111,7 @@ def clear_backoff(professional: Professional) -> dict:
     devices = Device.objects.filter(user=professional.user, confirmed=True)
     for device in devices:
         throttle.clear_professional_backoff(device)
+    throttle.forget_refused_strings()
     return {"devices": len(devices)}
 
 

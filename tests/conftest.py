@@ -118,19 +118,25 @@ def professional_client(client, professional):
 
 @pytest.fixture
 def moved_clock(monkeypatch):
-    """The verifier's clock, moved by the test: clock.advance(600) is ten minutes later."""
+    """The verifier's clock, moved by the test: clock.advance(600) is ten minutes later;
+    clock.stop() holds it where it is (a test whose figures depend on elapsed time must not
+    depend on how fast the machine runs it)."""
     import time as _time
 
     from enrolment import clock as verifier_clock
 
     class Clock:
         offset = 0.0
+        stopped_at = None
 
         def now(self):
-            return _time.time() + self.offset
+            return (self.stopped_at or _time.time()) + self.offset
 
         def advance(self, seconds):
             self.offset += seconds
+
+        def stop(self):
+            self.stopped_at = _time.time()
 
     moved = Clock()
     monkeypatch.setattr(verifier_clock, "now", moved.now)
