@@ -94,12 +94,13 @@ def professional_retry_after(device: Device) -> int:
     return max(0, math.ceil(delay - elapsed))
 
 
-def record_refusal(device: Device, digest: str, guess: bool) -> None:
+def record_refusal(device: Device | None, digest: str, guess: bool) -> None:
     """A refusal of the device's owner: a ``guess`` (one factor was right) grows the back-off
     and remembers the string, unless it is the string refused last (a mail client retrying
     what it cached, or its parallel connections with one typo: one guess, not five). The
     database decides that, so connections in flight together count once. One UPDATE of the
-    same columns either way, so that its cost does not tell a guesser which it was."""
+    same columns either way, so that its cost does not tell a guesser which it was; with no
+    device (nobody to check), the same UPDATE, of no row."""
     count, since = F("throttling_failure_count"), F("throttling_failure_timestamp")
     if guess:
         new_string = ~Q(last_failed_digest=digest)
@@ -120,7 +121,7 @@ def record_refusal(device: Device, digest: str, guess: bool) -> None:
             "throttling_failure_timestamp": since,
             "last_failed_digest": F("last_failed_digest"),
         }
-    Device.objects.filter(pk=device.pk).update(**changes)
+    Device.objects.filter(pk=device.pk if device else None).update(**changes)
 
 
 def _field(name: str):

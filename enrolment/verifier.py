@@ -209,9 +209,13 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
     if matched is None and _sealed_under_missing_keys(candidates):
         # A seed the keyring cannot open (a key dropped or not deployed yet): the code may
         # well be right. A temporary failure, so the client retries and nobody's back-off
-        # grows; the row is left as it is, for when the key is back.
-        decision = Decision(Outcome.TEMPFAIL, "seed_key_missing")
-        _audit(decision, attempt)
+        # grows; the row is left as it is, for when the key is back. It spends the address's
+        # budget as any failure does: else the answer (temporary or not) would be an oracle
+        # for the other members' codes that anyone could query without limit.
+        with transaction.atomic():
+            throttle.spend_address_token(attempt.source)
+            decision = Decision(Outcome.TEMPFAIL, "seed_key_missing")
+            _audit(decision, attempt)
         return decision
     # Whose login this is: the code's owner, else the holder of a personal mailbox.
     who = matched
@@ -239,16 +243,19 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
     return decision
 
 
-# The members' devices of a mailbox, in one hand-written SELECT read with a plain cursor:
+# The mailbox and its members' devices, in one hand-written SELECT read with a plain cursor:
 # this runs for every new login, and the ORM's version (four models, select_related) cost
 # more than all the rest; even Device.objects.raw() cost half as much again as the query.
+# One statement whether the mailbox is unknown (no row), has nobody to check (one row of
+# NULLs beside the mailbox) or has devices, so that the statements do not tell which.
 CANDIDATES_SQL = """
-    SELECT {device_columns}, p.id, p.national_id, p.mail_password, m.id, m.kind
-      FROM {device} d
-      JOIN {professional} p ON p.user_id = d.user_id
-      JOIN {membership} ms ON ms.professional_id = p.id
-      JOIN {mailbox} m ON m.id = ms.mailbox_id
-     WHERE m.address = %s AND m.is_active AND p.is_active AND d.confirmed
+    SELECT m.id, m.kind, p.id, p.national_id, p.mail_password, {device_columns}
+      FROM {mailbox} m
+      LEFT JOIN ({membership} ms
+                 JOIN {professional} p ON p.id = ms.professional_id AND p.is_active
+                 JOIN {device} d ON d.user_id = p.user_id AND d.confirmed)
+        ON ms.mailbox_id = m.id
+     WHERE m.address = %s AND m.is_active
      ORDER BY d.id
 """
 
@@ -289,16 +296,16 @@ def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
         cursor.execute(_candidates_sql(), [address])
         rows = cursor.fetchall()
     if not rows:
-        mailbox = Mailbox.objects.only("id", "kind").filter(address=address, is_active=True)
-        return mailbox.first(), []
-    fields = _device_fields()
+        return None, []
+    mailbox_id, mailbox_kind = rows[0][:2]
     candidates = []
     for row in rows:
-        device = _device_from_row(connection, row[: len(fields)])
-        pro_id, national_id, mail_password, mailbox_id, mailbox_kind = row[len(fields) :]
+        pro_id, national_id, mail_password = row[2:5]
+        if pro_id is None:  # the mailbox alone: nobody with a confirmed device
+            continue
         professional = Professional(id=pro_id, national_id=national_id, mail_password=mail_password)
         professional._state.adding = False
-        candidates.append(Candidate(device, professional))
+        candidates.append(Candidate(_device_from_row(connection, row[5:]), professional))
     return Mailbox(id=mailbox_id, kind=mailbox_kind, address=address), candidates
 
 
@@ -499,10 +506,10 @@ def _failure(
 ):
     """The refusal, its reason for the audit, and what it spends. What the client is told
     depends on its address alone: the reason, and whether a factor was right, stay here."""
-    if matched is not None:
-        # The read that a right password with this code makes (_spent_code): the same
-        # statements either way, so that their time does not tell which password it was.
-        mail_sessions.sessions_for(attempt.digest)
+    # The statements of every refusal are those of a right password with a spent code
+    # (_spent_code), whoever the mailbox has, so that their time tells nothing: its read of
+    # the sessions, and the one UPDATE of a device (of none when nobody could be checked).
+    mail_sessions.sessions_for(attempt.digest)
     retry_after = max(1, throttle.spend_address_token(attempt.source, attempt.digest))
     mail_sessions.note_refused(attempt.digest)
     if backing_off:
@@ -520,6 +527,7 @@ def _failure(
     else:
         reason = "wrong_password"
     if who is None:
+        throttle.record_refusal(None, attempt.digest, guess=False)
         return Decision(Outcome.REJECT, reason, retry_after=retry_after)
     # A code already used (seen over a shoulder) is not a right factor. Not counted either:
     # refusals during a back-off (the professional's own retries must not prolong it), and a

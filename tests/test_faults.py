@@ -95,6 +95,26 @@ def test_a_seed_under_a_missing_key_gives_temporary_failures_and_stays(claire, s
     assert verifier.verify(claire.mailbox, claire.secret(), "192.0.2.10", "imap").ok
 
 
+def test_temporary_failures_for_a_missing_key_spend_the_address_budget(nurses, settings):
+    """One member's seed is under a missing key: a code that matches no other member gets a
+    temporary failure (it may be that member's), a code of another member a refusal. Free,
+    that difference would let anyone try codes without limit; it spends the budget as any
+    failure does, and the address over budget is refused like any other."""
+    from enrolment import verifier
+    from enrolment.models import Device
+
+    sofia, luc = nurses
+    Device.objects.filter(pk=sofia.device.pk).update(key_id="retired-key")
+    burst = settings.THROTTLE_ADDRESS_BURST
+    codes = [f"{(int(luc.code()) + 1 + n) % 10**6:06d}" for n in range(burst + 1)]  # not his
+    answers = [
+        verifier.verify(luc.mailbox, "guess" + code, "203.0.113.90", "imap") for code in codes
+    ]
+    assert [a.outcome.value for a in answers[:burst]] == ["tempfail"] * burst
+    assert (answers[burst].outcome.value, answers[burst].reason) == ("reject", "address_throttled")
+    assert verifier.verify(luc.mailbox, luc.secret(), "192.0.2.10", "imap").ok  # his own
+
+
 def test_postgres_restarted_under_load_recovers_within_ten_seconds(site_on_private_postgres):
     """Four clients keep logging in (a cached string, and a wrong one) while PostgreSQL
     restarts: during the gap only temporary failures, never a wrong OK, and OKs again within

@@ -2,19 +2,21 @@
 every rule of DESIGN §5. The real nginx, Dovecot and Postfix are in test_mail_stack.py."""
 
 import json
+import re
 import time
 from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.contrib.auth.hashers import check_password
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from enrolment import throttle, totp, verifier
 from enrolment.models import AuditEvent, Device, MailSession, Professional
-from tests.mail_fixtures import nginx_escape
+from tests.mail_fixtures import make_mail_user, nginx_escape
 
 HOME_IP, OTHER_IP = "192.0.2.10", "198.51.100.7"
 
@@ -261,6 +263,45 @@ def test_a_spent_code_with_the_right_password_answers_as_a_wrong_password(claire
     assert answers[True] == answers[False]
     assert int(answers[True][2]) > 1 and answers[True][3] == 1
     assert AuditEvent.objects.filter(details__reason="code_reused").exists()
+
+
+def statements_of(mailbox, secret, client_ip) -> list[tuple[str, str]]:
+    """The kind and table of each SQL statement a refusal runs: what its time is made of."""
+    with CaptureQueriesContext(connection) as queries:
+        assert not ok(nginx_ask(mailbox, secret, client_ip=client_ip))
+    shapes = []
+    for query in queries.captured_queries:
+        sql = query["sql"].replace('"', "")
+        table = re.search(r"\b(?:FROM|INTO|UPDATE)\s+(\w+)", sql)
+        shapes.append((sql.split()[0].upper(), table[1] if table else ""))
+    return shapes
+
+
+def test_every_refusal_runs_the_same_statements(claire, nurses, django_user_model):
+    """Whether the mailbox exists, is personal or shared, has a device, and which factor was
+    right: none of it shows in the statements a refusal runs (one more would be a fraction
+    of a millisecond a guesser can average out of many answers)."""
+    sofia = nurses[0]
+    make_mail_user(django_user_model, "899700000009", "sans.appareil@demo.mssante.fr", "pw")
+    Device.objects.filter(user__professional__national_id="899700000009").delete()
+    now = time.time()
+    assert ok(nginx_ask(claire.mailbox, claire.secret(now), client_ip="203.0.113.70"))
+    spent = claire.secret(now)
+    claire_wrong = wrong_code(claire, now)
+    cases = {
+        "unknown mailbox": ("nobody@demo.mssante.fr", "guess123456"),
+        "mailbox without device": ("sans.appareil@demo.mssante.fr", "pw123456"),
+        "all wrong": (claire.mailbox, "guess" + claire_wrong),
+        "right password, wrong code": (claire.mailbox, claire.password + claire_wrong),
+        "right code, wrong password": (sofia.mailbox, "guess" + sofia.code(now)),
+        "shared mailbox, all wrong": (sofia.mailbox, "guess" + wrong_code(sofia, now)),
+        "right password, spent code": (claire.mailbox, spent),
+    }
+    seen = {
+        case: statements_of(mailbox, secret, f"203.0.113.{71 + n}")
+        for n, (case, (mailbox, secret)) in enumerate(cases.items())
+    }
+    assert len({tuple(shapes) for shapes in seen.values()}) == 1, seen
 
 
 def test_outdated_argon2_parameters_are_rehashed_after_a_login_only(claire, settings, moved_clock):
