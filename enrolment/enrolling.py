@@ -58,6 +58,23 @@ def pending_device(user) -> Device | None:
     ).first()
 
 
+def start_enrolment_in(session, user, key: str) -> Device:
+    """start_enrolment(), and the browser session that asked is the one it belongs to."""
+    device = start_enrolment(user)
+    session[key] = device.pk
+    return device
+
+
+def pending_device_in(session, user, key: str) -> Device | None:
+    """The user's pending device, if this browser session started it: the seed is shown to,
+    and confirmed from, that session only (another session of the same user, a shared
+    computer's or a stolen cookie's, sees no seed)."""
+    device = pending_device(user)
+    if device is not None and session.get(key) == device.pk:
+        return device
+    return None
+
+
 def account_label(professional: Professional) -> str:
     """The account FreeOTP shows under the issuer: the personal mailbox, else the first one."""
     mailboxes = professional.mailboxes.filter(is_active=True).order_by("address")

@@ -22,11 +22,19 @@ class ErrorsDescribed:
                 attrs["aria-invalid"] = "true"
 
 
+class OneTimeCodeInput(forms.TextInput):
+    """A text input that never writes back what was typed: a page refusing a code (wrong, or
+    right but throttled and still valid for a while) must not hold it."""
+
+    def format_value(self, value):
+        return None
+
+
 class CodeForm(ErrorsDescribed, forms.Form):
     code = forms.CharField(
         label=_("6-digit code shown by FreeOTP"),
         max_length=12,
-        widget=forms.TextInput(
+        widget=OneTimeCodeInput(
             attrs={
                 "inputmode": "numeric",
                 "autocomplete": "one-time-code",

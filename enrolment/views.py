@@ -20,6 +20,9 @@ from enrolment.forms import CodeForm, MailPasswordForm
 from enrolment.models import Device, Professional
 from portal.psc import recent_psc_login
 
+# The browser session's own enrolment: the pending device it started (enrolling.pending_device_in).
+PENDING = "enrolment_pending_device"
+
 
 def professional_of(request) -> Professional | None:
     return getattr(request.user, "professional", None) if request.user.is_authenticated else None
@@ -56,7 +59,7 @@ def home(request):
 def enrolment_start(request):
     """Step 1: what the professional needs, and why. POST starts a new enrolment."""
     if request.method == "POST":
-        enrolling.start_enrolment(request.user)
+        enrolling.start_enrolment_in(request.session, request.user, PENDING)
         audit.record(request, "enrolment.start", outcome="ok")
         return redirect("enrolment_scan")
     ctx = {
@@ -72,7 +75,7 @@ def enrolment_start(request):
 @sensitive_variables("seed", "uri", "secret")
 def enrolment_scan(request):
     """Step 2: the QR code, the key to type, and the otpauth:// link."""
-    device = enrolling.pending_device(request.user)
+    device = enrolling.pending_device_in(request.session, request.user, PENDING)
     if device is None:
         messages.info(request, _("Your enrolment expired or is finished; start again."))
         return redirect("enrolment_start")
@@ -95,7 +98,7 @@ def enrolment_scan(request):
 @recent_psc_login
 def enrolment_confirm(request):
     """Step 3: the first code from the phone turns the pending device into the active one."""
-    device = enrolling.pending_device(request.user)
+    device = enrolling.pending_device_in(request.session, request.user, PENDING)
     if device is None:
         messages.info(request, _("Your enrolment expired or is finished; start again."))
         return redirect("enrolment_start")
@@ -112,6 +115,7 @@ def enrolment_confirm(request):
             },
         )
         if result.outcome is Outcome.CONFIRMED:
+            request.session.pop(PENDING, None)
             return confirmed(request, result)
         if result.outcome is Outcome.ALREADY_CONFIRMED:
             return redirect("enrolment_done")  # told and emailed by the first request

@@ -340,16 +340,12 @@ def _token_refusal(outcome: staff_tokens.Presented) -> str:
 
 
 def _owned_pending_device(request) -> Device | None:
-    device = enrolling.pending_device(request.user)
-    if device is not None and request.session.get(PENDING) == device.pk:
-        return device
-    return None
+    return enrolling.pending_device_in(request.session, request.user, PENDING)
 
 
 def _new_pending_device(request) -> Device:
-    device = enrolling.start_enrolment(request.user)  # drops any other pending key
-    request.session[PENDING] = device.pk
-    return device
+    # Drops any other pending key of this staff member.
+    return enrolling.start_enrolment_in(request.session, request.user, PENDING)
 
 
 def _tell_staff_member(user) -> None:

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pyotp
 import pytest
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
 
 from enrolment import enrolling, seeds, totp
@@ -185,15 +186,35 @@ def test_the_clock_notice_in_french_has_the_right_plural(professional_client):
     assert "L'horloge de votre téléphone retarde de 120 secondes." in page
 
 
+def test_the_seed_is_shown_to_and_confirmed_from_the_browser_session_that_asked(
+    professional_client, professional
+):
+    """Another session of the same professional (a shared computer's, a stolen cookie's)
+    is sent back to the start: it neither sees the key nor confirms it."""
+    secret = start_and_read_secret(professional_client)
+    other = Client(HTTP_ACCEPT_LANGUAGE="en")
+    other.force_login(professional.user)
+    session = other.session
+    session["psc_auth_time"] = int(time.time())
+    session.save()
+
+    assert other.get("/enrolment/scan/").url == "/enrolment/"
+    assert confirm(other, pyotp.TOTP(secret).now()).url == "/enrolment/"
+    assert not Device.objects.filter(confirmed=True).exists()
+    assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
+
+
 def test_wrong_codes_back_off(professional_client):
     secret = start_and_read_secret(professional_client)
     for _ in range(3):
         confirm(professional_client, "000000")
 
-    page = confirm(professional_client, pyotp.TOTP(secret).now())
+    right = pyotp.TOTP(secret).now()
+    page = confirm(professional_client, right)
 
     assert "Too many wrong codes. Wait" in page.content.decode()
     assert 'aria-describedby="code-help code-error"' in page.content.decode()
+    assert right not in page.content.decode()  # refused, but still valid for a while
     assert not Device.objects.filter(confirmed=True).exists()
     Device.objects.update(throttling_failure_timestamp=timezone.now() - timedelta(minutes=5))
     assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
