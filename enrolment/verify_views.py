@@ -216,7 +216,10 @@ def api_verify(request):
         return api_error(401, "a valid API key is required (Authorization: Bearer ...)")
     fields = parse_verify_request(request.body)
     if isinstance(fields, str):
-        return api_error(400, fields)
+        # A refusal, marked as the API's own: a 400 from anything in between is not one.
+        response = api_error(400, fields)
+        response["X-Verify-Outcome"] = Outcome.REJECT.value
+        return response
     decision = verify(
         fields["mailbox"],
         fields["secret"],

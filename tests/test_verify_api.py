@@ -32,6 +32,8 @@ def check_against(openapi, response, status):
     """The answer matches what the OpenAPI document promises for that status."""
     assert response.status_code == status
     schema = openapi["paths"]["/api/v1/verify"]["post"]["responses"][str(status)]
+    for name in schema.get("headers", {}):
+        assert name in response, f"the {status} answer lacks its {name} header"
     ref = schema["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     jsonschema.validate(
         response.json(),

@@ -36,9 +36,11 @@ function auth_password_verify(req, password)
   if response:status() == 200 and outcome == "reject" then
     return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, "invalid login or password"
   end
-  if response:status() == 400 then
-    -- The request itself was refused (a password that is not UTF-8, an overlong name): the
-    -- client's credential is at fault, and a temporary failure would have it retry forever.
+  if response:status() == 400 and outcome == "reject" then
+    -- The API refused the request itself (a password that is not UTF-8, an overlong name):
+    -- the client's credential is at fault, and a temporary failure would have it retry
+    -- forever. Another 400 (a proxy's, or Django's for a Host it does not serve) is a
+    -- set-up fault, not a wrong password: it falls through to a temporary failure.
     return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, "invalid login or password"
   end
   -- 503 (temporary failure), an unreachable verifier, anything unexpected: never a success.
