@@ -87,6 +87,17 @@ class MailPasswordForm(ErrorsDescribed, forms.Form):
                 _("At most %(longest)d characters: it is sent with the code in one field.")
                 % {"longest": longest},
             )
+        elif first and len(first.encode()) > longest_backend_password():
+            # nginx reads the verifier's reply, which then carries it, into 1 KiB.
+            self.add_error(
+                "password1",
+                _(
+                    "Too long for the mail servers: at most %(longest)d letters without "
+                    "accents, digits or signs; a letter with an accent or a symbol counts as "
+                    "two to four."
+                )
+                % {"longest": longest_backend_password()},
+            )
         elif first and second and first != second:
             self.add_error("password2", _("The two passwords differ."))
         elif first:
@@ -99,3 +110,16 @@ class MailPasswordForm(ErrorsDescribed, forms.Form):
 
 def longest_mail_password() -> int:
     return MAX_SECRET_LENGTH - 6 - len(settings.VERIFY_CODE_SEPARATOR)
+
+
+# In MAIL_BACKEND_PASS_MODE=password, the verifier's auth_http reply to nginx carries the
+# password (Auth-Pass) with the mailbox (up to 254 characters), and nginx reads the reply
+# into 1 KiB: a longer password would fail every login, after its code was spent.
+BACKEND_PASSWORD_MAX_BYTES = 256
+
+
+def longest_backend_password() -> int:
+    """In UTF-8 bytes: no limit beyond the verifier's when nginx does not pass it on."""
+    if settings.MAIL_BACKEND_PASS_MODE == "password":  # noqa: S105 (a mode's name)
+        return BACKEND_PASSWORD_MAX_BYTES
+    return 4 * MAX_SECRET_LENGTH

@@ -14,7 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from enrolment import throttle, totp, verifier
+from enrolment import forms, throttle, totp, verifier
 from enrolment.models import AuditEvent, Device, MailSession, Professional
 from tests.mail_fixtures import make_mail_user, nginx_escape
 
@@ -542,11 +542,25 @@ def test_malformed_requests_spend_the_budget_and_do_not_flood_the_trail(claire, 
     assert ok(nginx_ask(claire.mailbox, claire.secret()))  # from her own address
 
 
-def test_the_reply_fits_nginxs_1_kib_with_the_longest_address(claire, settings):
+@pytest.mark.parametrize("mode", ["token", "password"])
+def test_the_reply_fits_nginxs_1_kib_with_the_longest_address(claire, settings, mode):
     """nginx reads the reply's headers into 1 KiB; gunicorn adds its status line, Server,
-    Date and Connection (about 100 bytes). Only what nginx reads is sent."""
+    Date and Connection (about 100 bytes). Only what nginx reads is sent. In password mode
+    the reply carries the password too: the longest one the portal lets one choose."""
+    settings.MAIL_BACKEND_PASS_MODE = mode
     longest = "a" * 64 + "@" + "b" * 185 + ".fr"  # 253 characters
     claire.professional.mailboxes.update(address=longest)
+    if mode == "password":
+        claire.password = "é" * (forms.BACKEND_PASSWORD_MAX_BYTES // 2)  # 2 bytes each
+        assert forms.MailPasswordForm(
+            claire.professional.user, {"password1": claire.password, "password2": claire.password}
+        ).is_valid()
+        over = claire.password + "e"
+        refused = forms.MailPasswordForm(
+            claire.professional.user, {"password1": over, "password2": over}
+        )
+        assert "Too long for the mail servers" in str(refused.errors["password1"])
+        claire.professional.set_mail_password(claire.password)
     answer = nginx_ask(longest, claire.secret())
     assert ok(answer) and answer["Auth-User"] == longest
     names = {name.lower() for name in answer.headers}
