@@ -82,7 +82,7 @@ class SessionRow:
 # joins, the lookup cost four times as much (benchmark: tests/bench_verify.py). The digest
 # already binds the mailbox.
 FIRST_LOOK_SQL = """
-    SELECT b.tokens, b.updated_at, b.last_digest,
+    SELECT b.tokens, b.updated_at, b.last_digest, b.refused_at,
            s.id, s.client_network, s.revoked_at, s.expires_at, s.last_seen_at, s.national_id
       FROM (SELECT 1 AS one) AS one
       LEFT JOIN {bucket} b ON b.address = %s
@@ -93,7 +93,7 @@ FIRST_LOOK_SQL = """
 def first_look(digest: str, source: str) -> tuple[list[SessionRow], tuple | None]:
     """Every session ever opened with this exact string for this mailbox, live or not (a
     live one is a hit, a dead one says the string is stale), and the (tokens, updated_at,
-    last_digest) of the client address's bucket, if it has one."""
+    last_digest, refused_at) of the client address's bucket, if it has one."""
     connection = connections[MailSession.objects.db]
     sql = FIRST_LOOK_SQL.format(
         bucket=AddressThrottle._meta.db_table, session=MailSession._meta.db_table
@@ -101,8 +101,8 @@ def first_look(digest: str, source: str) -> tuple[list[SessionRow], tuple | None
     with connection.cursor() as cursor:
         cursor.execute(sql, [source, digest])
         rows = cursor.fetchall()
-    bucket = rows[0][:3] if rows[0][0] is not None else None
-    sessions = [_session_row(connection, row[3:]) for row in rows if row[3] is not None]
+    bucket = rows[0][:4] if rows[0][0] is not None else None
+    sessions = [_session_row(connection, row[4:]) for row in rows if row[4] is not None]
     return sessions, bucket
 
 

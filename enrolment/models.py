@@ -318,6 +318,9 @@ class AddressThrottle(models.Model):
     # charged again (a client's connections retrying what it cached must not drain the
     # address for everyone behind it; a guesser learns nothing from repeating a string).
     last_digest = models.CharField(max_length=64, blank=True, default="", db_default="")
+    # When that string was last refused after a hash (unix time); None when it failed
+    # temporarily instead: sent again within seconds, it is refused again before the hash.
+    refused_at = models.FloatField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.address}: {self.tokens:.1f}"

@@ -31,8 +31,8 @@ def _tokens_now(bucket: AddressThrottle, now: float) -> float:
 
 def address_retry_after(bucket: tuple | None) -> int:
     """0 if the address may try; else the seconds until it has a token again. ``bucket`` is
-    the address's (tokens, updated_at[, last_digest]), read by the verifier with its session
-    lookup."""
+    the address's (tokens, updated_at[, last_digest, refused_at]), read by the verifier with
+    its session lookup."""
     if bucket is None or bucket[0] is None:
         return 0
     tokens = _tokens_now(AddressThrottle(tokens=bucket[0], updated_at=bucket[1]), clock.now())
@@ -45,24 +45,38 @@ def address_wait(address: str) -> int:
     return address_retry_after(bucket.first())
 
 
+# A string refused after a hash, sent again from the same address within this time, is
+# refused again before the hash. Short: what made the refusal may end meanwhile (a back-off
+# running out, a password just saved in the portal), and the string then gets a real try
+# within this time; long enough that one address repeating one string gets at most one
+# Argon2id check per this time, not one per request.
+REFUSED_AGAIN_SECONDS = 2.0
+
+
 def repeats_last_refusal(bucket: tuple | None, digest: str) -> bool:
-    """The string this address was refused last, sent again within a token's refill time:
-    the verifier refuses it again without a hash or a charge. Hashed each time, one address
-    repeating one wrong string would cost an Argon2id check per request and never run out
-    of budget; refused cheaply, it tells the sender nothing they did not know."""
-    return bucket is not None and _is_repeat(bucket[2], bucket[1], digest, clock.now())
+    """The string this address was last refused after a hash, sent again within
+    REFUSED_AGAIN_SECONDS: the verifier refuses it again without a hash or a charge. Hashed
+    each time (and, within a token's refill time, uncharged), one address repeating one
+    wrong string would cost an Argon2id check per request for ever; refused cheaply, it
+    tells the sender nothing they did not know. A temporary failure is not marked: its
+    retries get the temporary failure again, not a refusal."""
+    if bucket is None or not digest or bucket[2] != digest or bucket[3] is None:
+        return False
+    return clock.now() - bucket[3] < REFUSED_AGAIN_SECONDS
 
 
 def _is_repeat(last_digest: str, updated_at: float, digest: str, now: float) -> bool:
     return bool(digest) and last_digest == digest and now - updated_at < 1 / _refill_rate()
 
 
-def spend_address_token(address: str, digest: str = "") -> int:
-    """One failure of the address; returns the seconds until it may try again (0: at once).
-    The string (its digest) refused last, again within a token's refill time, is not charged
-    twice: one client's connections in flight together with what they cached cost one
-    token, not five (their later retries are refused before this: repeats_last_refusal)."""
+def spend_address_token(address: str, digest: str = "", refused: bool = True) -> int:
+    """One failure of the address (a refusal, or with ``refused`` False a temporary failure);
+    returns the seconds until it may try again (0: at once). The string (its digest) that
+    failed last, again within a token's refill time, is not charged twice: one client's
+    connections retrying what they cached cost one token each refill time, not one per try,
+    so that whoever else is behind the address (a hospital's NAT) still gets in."""
     now = clock.now()
+    refused_at = now if refused else None
     with transaction.atomic():
         bucket, created = AddressThrottle.objects.select_for_update().get_or_create(
             address=address,
@@ -70,16 +84,19 @@ def spend_address_token(address: str, digest: str = "") -> int:
                 "tokens": settings.THROTTLE_ADDRESS_BURST - 1,
                 "updated_at": now,
                 "last_digest": digest,
+                "refused_at": refused_at,
             },
         )
-        repeated = _is_repeat(bucket.last_digest, bucket.updated_at, digest, now)
-        if not created and not repeated:
-            # Floored: an address that kept failing is back in business at most two bursts'
-            # refill after the attack stops (a hospital's NAT must not stay shut out).
-            bucket.tokens = max(-settings.THROTTLE_ADDRESS_BURST, _tokens_now(bucket, now) - 1)
-            bucket.updated_at = now
-            bucket.last_digest = digest
-            bucket.save(update_fields=["tokens", "updated_at", "last_digest"])
+        if not created:
+            if not _is_repeat(bucket.last_digest, bucket.updated_at, digest, now):
+                # Floored: an address that kept failing is back in business at most two
+                # bursts' refill after the attack stops (a NAT must not stay shut out).
+                floor = -settings.THROTTLE_ADDRESS_BURST
+                bucket.tokens = max(floor, _tokens_now(bucket, now) - 1)
+                bucket.updated_at = now
+                bucket.last_digest = digest
+            bucket.refused_at = refused_at
+            bucket.save(update_fields=["tokens", "updated_at", "last_digest", "refused_at"])
     return address_retry_after((bucket.tokens, bucket.updated_at))
 
 
@@ -131,9 +148,9 @@ def _field(name: str):
 def forget_refused_strings() -> None:
     """Every address's string refused last is hashed again at its next try: after the
     helpdesk lifts a back-off, the professional's mail client, retrying the string refused
-    during it, gets in at once rather than after a token's refill time. Which address that
+    during it, gets in at once rather than REFUSED_AGAIN_SECONDS later. Which address that
     client is behind is not known here, and the helpdesk acts seldom: all of them."""
-    AddressThrottle.objects.exclude(last_digest="").update(last_digest="")
+    AddressThrottle.objects.filter(refused_at__isnull=False).update(refused_at=None)
 
 
 def clear_professional_backoff(device: Device) -> None:

@@ -166,22 +166,28 @@ class Attempt:
     seen_before: bool = False  # this exact string opened a session once
 
 
-_last_cheap_refusal_audit: dict[tuple[str, str], float] = {}
+_last_sampled_audit: dict[tuple[str, str], float] = {}
+
+
+def _audit_due(source: str, reason: str) -> bool:
+    """Once a minute per worker, address and reason: for the decisions an address may make
+    us take thousands of times a second at no cost to it, where one row and one commit each
+    would be a way to flood the trail."""
+    now = clock.now()
+    last = _last_sampled_audit.get((source, reason))
+    if last is not None and now - last < 60:
+        return False
+    if len(_last_sampled_audit) > 10_000:
+        _last_sampled_audit.clear()
+    _last_sampled_audit[(source, reason)] = now
+    return True
 
 
 def _refused_before_hashing(source: str, wait: int) -> Decision:
-    """An address over budget (``wait`` seconds), or repeating its last refused string (the
-    wait any refusal from it gets). Such an address may send thousands of requests a second:
-    its refusals are audited once a minute per worker and reason, not with one commit per
-    request (which would also be a way to flood the trail)."""
+    """An address over budget (``wait`` seconds), or repeating the string it was refused
+    last (the wait any refusal from it gets), audited once a minute (_audit_due)."""
     reason = "address_throttled" if wait else "refused_again"
-    now = clock.now()
-    last = _last_cheap_refusal_audit.get((source, reason))
-    audited = last is None or now - last >= 60
-    if audited:
-        if len(_last_cheap_refusal_audit) > 10_000:
-            _last_cheap_refusal_audit.clear()
-        _last_cheap_refusal_audit[(source, reason)] = now
+    audited = _audit_due(source, reason)
     return Decision(Outcome.REJECT, reason, retry_after=max(1, wait), audited=audited)
 
 
@@ -207,16 +213,7 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
                 matched = candidate
                 break
     if matched is None and _sealed_under_missing_keys(candidates):
-        # A seed the keyring cannot open (a key dropped or not deployed yet): the code may
-        # well be right. A temporary failure, so the client retries and nobody's back-off
-        # grows; the row is left as it is, for when the key is back. It spends the address's
-        # budget as any failure does: else the answer (temporary or not) would be an oracle
-        # for the other members' codes that anyone could query without limit.
-        with transaction.atomic():
-            throttle.spend_address_token(attempt.source)
-            decision = Decision(Outcome.TEMPFAIL, "seed_key_missing")
-            _audit(decision, attempt)
-        return decision
+        return _seed_key_missing(attempt, candidates)
     # Whose login this is: the code's owner, else the holder of a personal mailbox.
     who = matched
     if who is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(candidates) == 1:
@@ -312,6 +309,26 @@ def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
 def _sealed_under_missing_keys(candidates: list[Candidate]) -> bool:
     keys = seeds.load_keyring().keys
     return any(candidate.device.key_id not in keys for candidate in candidates)
+
+
+def _seed_key_missing(attempt: Attempt, candidates: list[Candidate]) -> Decision:
+    """A seed the keyring cannot open (a key dropped or not deployed yet), and the code
+    matched none that it can: it may well be that seed's. A temporary failure, so the client
+    retries and nobody's back-off grows; the row is left as it is, for when the key is back.
+    Beside a seed that opens (a shared mailbox), temporary or not tells whether a code is
+    another member's: then it spends the address's budget as a refusal does (a client's
+    retries of one string once a refill time), and its retries fail temporarily again.
+    Otherwise it tells nothing and costs nothing, and is audited once a minute per address,
+    as the refusals made before any hash."""
+    decision = Decision(Outcome.TEMPFAIL, "seed_key_missing")
+    keys = seeds.load_keyring().keys
+    if any(candidate.device.key_id in keys for candidate in candidates):
+        with transaction.atomic():
+            throttle.spend_address_token(attempt.source, attempt.digest, refused=False)
+            _audit(decision, attempt)
+    elif _audit_due(attempt.source, decision.reason):
+        _audit(decision, attempt)
+    return decision
 
 
 @sensitive_variables("password")

@@ -24,6 +24,15 @@ def keyring_json(active: str, *key_ids: str) -> str:
     return json.dumps({"active": active, "keys": keys})
 
 
+@pytest.fixture(autouse=True)
+def _fresh_audit_sampling():
+    """The verifier audits some decisions once a minute per worker (verifier._audit_due):
+    each test starts as a fresh worker, whatever the tests before it were refused."""
+    from enrolment import verifier
+
+    verifier._last_sampled_audit.clear()
+
+
 @pytest.fixture
 def user(db):
     return get_user_model().objects.create_user("alice")

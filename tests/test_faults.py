@@ -115,6 +115,42 @@ def test_temporary_failures_for_a_missing_key_spend_the_address_budget(nurses, s
     assert verifier.verify(luc.mailbox, luc.secret(), "192.0.2.10", "imap").ok  # his own
 
 
+def test_a_client_retrying_through_a_missing_key_keeps_failing_temporarily_and_costs_nothing(
+    claire, nurses, settings
+):
+    """Claire's only device is under a missing key: her mail client's connections retry her
+    string again and again. Every answer stays a temporary failure (a refusal would make
+    her client ask for a new password), and her colleagues behind the same address log in
+    (the retries do not spend its budget: they tell nobody anything). Audited once a minute."""
+    from enrolment import verifier
+    from enrolment.models import AuditEvent, Device
+
+    Device.objects.filter(pk=claire.device.pk).update(key_id="retired-key")
+    answers = [
+        verifier.verify(claire.mailbox, claire.secret(), "203.0.113.95", "imap")
+        for _ in range(3 * settings.THROTTLE_ADDRESS_BURST)
+    ]
+    assert {a.outcome.value for a in answers} == {"tempfail"}
+    assert AuditEvent.objects.filter(details__reason="seed_key_missing").count() == 1
+    luc = nurses[1]
+    assert verifier.verify(luc.mailbox, luc.secret(), "203.0.113.95", "imap").ok
+
+
+def test_one_string_retried_in_a_shared_mailbox_with_a_missing_key_fails_temporarily(nurses):
+    """Beside a member whose seed opens, the temporary failure spends the budget, once a
+    refill time for one string retried: the retries fail temporarily again, not refused."""
+    from enrolment import verifier
+    from enrolment.models import Device
+
+    sofia, luc = nurses
+    Device.objects.filter(pk=sofia.device.pk).update(key_id="retired-key")
+    answers = [
+        verifier.verify(sofia.mailbox, sofia.secret(), "203.0.113.96", "imap") for _ in range(30)
+    ]
+    assert {a.outcome.value for a in answers} == {"tempfail"}
+    assert verifier.verify(luc.mailbox, luc.secret(), "203.0.113.96", "imap").ok
+
+
 def test_postgres_restarted_under_load_recovers_within_ten_seconds(site_on_private_postgres):
     """Four clients keep logging in (a cached string, and a wrong one) while PostgreSQL
     restarts: during the gap only temporary failures, never a wrong OK, and OKs again within

@@ -219,9 +219,10 @@ def test_a_clients_connections_retrying_one_old_string_do_not_drain_the_address(
 
 def test_an_address_repeating_a_refused_string_is_not_hashed_again(claire, moved_clock, settings):
     """One address sending one wrong string over and over: refused each time as the first
-    time, but one Argon2id check per token's refill time, not one per request (which would
+    time, but with one Argon2id check every few seconds, not one per request (which would
     let a single address keep the verifier's processors busy without ever running out of
     budget). The right credential from that address still logs in."""
+    moved_clock.stop()
     wrong = "not her password" + claire.code(moved_clock.now())
     first, first_hashes = ask_counting_hashes(claire.mailbox, wrong, "203.0.113.44")
     repeats = [ask_counting_hashes(claire.mailbox, wrong, "203.0.113.44") for _ in range(10)]
@@ -230,10 +231,28 @@ def test_an_address_repeating_a_refused_string_is_not_hashed_again(claire, moved
     assert sum(hashes for _, hashes in repeats) == 0
     assert AuditEvent.objects.filter(details__reason="refused_again").count() == 1
 
-    moved_clock.advance(60 / settings.THROTTLE_ADDRESS_REFILL_PER_MINUTE)
+    moved_clock.advance(throttle.REFUSED_AGAIN_SECONDS)
     assert ask_counting_hashes(claire.mailbox, wrong, "203.0.113.44")[1] == 1
     right = claire.secret(moved_clock.now())
     assert ok(nginx_ask(claire.mailbox, right, client_ip="203.0.113.44"))
+
+
+@pytest.mark.parametrize("refill_per_minute", [10, 1])
+def test_the_string_refused_during_a_back_off_gets_in_soon_after_it_ends(
+    claire, moved_clock, settings, refill_per_minute
+):
+    """A typo starts a back-off of 1 s; the right string, sent during it, is refused (the
+    back-off is silent), and the mail client retries that string: once the back-off is
+    over it gets in within seconds, whatever the address's refill rate (the code in it is
+    valid for a minute or so only)."""
+    settings.THROTTLE_ADDRESS_REFILL_PER_MINUTE = refill_per_minute
+    moved_clock.stop()
+    now = moved_clock.now()
+    right = claire.secret(now)
+    assert not ok(nginx_ask(claire.mailbox, claire.password + wrong_code(claire, now)))
+    assert not ok(nginx_ask(claire.mailbox, right))  # during the back-off
+    moved_clock.advance(throttle.REFUSED_AGAIN_SECONDS)
+    assert ok(nginx_ask(claire.mailbox, right))
 
 
 def test_old_strings_from_an_address_over_budget_are_throttled_like_any(claire, settings):
