@@ -53,16 +53,24 @@ def address_wait(address: str) -> int:
 REFUSED_AGAIN_SECONDS = 2.0
 
 
-def repeats_last_refusal(bucket: tuple | None, digest: str) -> bool:
-    """The string this address was last refused after a hash, sent again within
+def may_hash_again(bucket: tuple | None, digest: str, address: str) -> bool:
+    """False for the string this address was last refused after a hash, sent again within
     REFUSED_AGAIN_SECONDS: the verifier refuses it again without a hash or a charge. Hashed
     each time (and, within a token's refill time, uncharged), one address repeating one
     wrong string would cost an Argon2id check per request for ever; refused cheaply, it
-    tells the sender nothing they did not know. A temporary failure is not marked: its
-    retries get the temporary failure again, not a refusal."""
+    tells the sender nothing they did not know. Once that time is over, one request takes
+    the next try, claimed in the database (its parallel copies, on other workers, would
+    otherwise all read the same expired time and all be hashed). A temporary failure is not
+    marked: its retries get the temporary failure again, not a refusal."""
     if bucket is None or not digest or bucket[2] != digest or bucket[3] is None:
+        return True
+    now = clock.now()
+    if now - bucket[3] < REFUSED_AGAIN_SECONDS:
         return False
-    return clock.now() - bucket[3] < REFUSED_AGAIN_SECONDS
+    claimed = AddressThrottle.objects.filter(
+        address=address, last_digest=digest, refused_at__lte=now - REFUSED_AGAIN_SECONDS
+    ).update(refused_at=now)
+    return claimed == 1
 
 
 def _is_repeat(last_digest: str, updated_at: float, digest: str, now: float) -> bool:

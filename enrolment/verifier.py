@@ -113,7 +113,7 @@ def _decide(address: str, secret: str, client_ip: str, protocol: str, caller: st
     # An address over budget, or repeating the string it was refused last, is refused before
     # any hashing, mostly without a write.
     wait = throttle.address_retry_after(bucket)
-    if wait or throttle.repeats_last_refusal(bucket, digest):
+    if wait or not throttle.may_hash_again(bucket, digest, source):
         decision = _refused_before_hashing(source, wait)
         if decision.audited:
             _audit(decision, attempt)
@@ -205,15 +205,19 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
     mailbox, candidates = _candidates(attempt.address)
     now = clock.now()
 
+    # A seed under a key the keyring lacks cannot be checked (nor tried: each try would log
+    # an error, and such requests may come without cost to their sender).
+    keys = seeds.load_keyring().keys
+    openable = [candidate for candidate in candidates if candidate.device.key_id in keys]
     matched, step = None, None
     if credential is not None:
-        for candidate in candidates:
+        for candidate in openable:
             step = candidate.device.match_step(credential.code, now)
             if step is not None:
                 matched = candidate
                 break
-    if matched is None and _sealed_under_missing_keys(candidates):
-        return _seed_key_missing(attempt, candidates)
+    if matched is None and len(openable) < len(candidates):
+        return _seed_key_missing(attempt, beside_an_openable_seed=bool(openable))
     # Whose login this is: the code's owner, else the holder of a personal mailbox.
     who = matched
     if who is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(candidates) == 1:
@@ -306,12 +310,7 @@ def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
     return Mailbox(id=mailbox_id, kind=mailbox_kind, address=address), candidates
 
 
-def _sealed_under_missing_keys(candidates: list[Candidate]) -> bool:
-    keys = seeds.load_keyring().keys
-    return any(candidate.device.key_id not in keys for candidate in candidates)
-
-
-def _seed_key_missing(attempt: Attempt, candidates: list[Candidate]) -> Decision:
+def _seed_key_missing(attempt: Attempt, beside_an_openable_seed: bool) -> Decision:
     """A seed the keyring cannot open (a key dropped or not deployed yet), and the code
     matched none that it can: it may well be that seed's. A temporary failure, so the client
     retries and nobody's back-off grows; the row is left as it is, for when the key is back.
@@ -321,8 +320,7 @@ def _seed_key_missing(attempt: Attempt, candidates: list[Candidate]) -> Decision
     Otherwise it tells nothing and costs nothing, and is audited once a minute per address,
     as the refusals made before any hash."""
     decision = Decision(Outcome.TEMPFAIL, "seed_key_missing")
-    keys = seeds.load_keyring().keys
-    if any(candidate.device.key_id in keys for candidate in candidates):
+    if beside_an_openable_seed:
         with transaction.atomic():
             throttle.spend_address_token(attempt.source, attempt.digest, refused=False)
             _audit(decision, attempt)

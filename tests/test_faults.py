@@ -123,7 +123,7 @@ def test_a_client_retrying_through_a_missing_key_keeps_failing_temporarily_and_c
     her client ask for a new password), and her colleagues behind the same address log in
     (the retries do not spend its budget: they tell nobody anything). Audited once a minute."""
     from enrolment import verifier
-    from enrolment.models import AuditEvent, Device
+    from enrolment.models import AddressThrottle, AuditEvent, Device
 
     Device.objects.filter(pk=claire.device.pk).update(key_id="retired-key")
     answers = [
@@ -132,15 +132,18 @@ def test_a_client_retrying_through_a_missing_key_keeps_failing_temporarily_and_c
     ]
     assert {a.outcome.value for a in answers} == {"tempfail"}
     assert AuditEvent.objects.filter(details__reason="seed_key_missing").count() == 1
+    assert not AddressThrottle.objects.filter(address="203.0.113.95").exists()  # no budget spent
     luc = nurses[1]
     assert verifier.verify(luc.mailbox, luc.secret(), "203.0.113.95", "imap").ok
 
 
-def test_one_string_retried_in_a_shared_mailbox_with_a_missing_key_fails_temporarily(nurses):
+def test_one_string_retried_in_a_shared_mailbox_with_a_missing_key_fails_temporarily(
+    nurses, settings
+):
     """Beside a member whose seed opens, the temporary failure spends the budget, once a
     refill time for one string retried: the retries fail temporarily again, not refused."""
     from enrolment import verifier
-    from enrolment.models import Device
+    from enrolment.models import AddressThrottle, Device
 
     sofia, luc = nurses
     Device.objects.filter(pk=sofia.device.pk).update(key_id="retired-key")
@@ -148,6 +151,10 @@ def test_one_string_retried_in_a_shared_mailbox_with_a_missing_key_fails_tempora
         verifier.verify(sofia.mailbox, sofia.secret(), "203.0.113.96", "imap") for _ in range(30)
     ]
     assert {a.outcome.value for a in answers} == {"tempfail"}
+    spent = (
+        settings.THROTTLE_ADDRESS_BURST - AddressThrottle.objects.get(address="203.0.113.96").tokens
+    )
+    assert round(spent) == 1  # one string: one token, however many retries
     assert verifier.verify(luc.mailbox, luc.secret(), "203.0.113.96", "imap").ok
 
 

@@ -237,6 +237,33 @@ def test_an_address_repeating_a_refused_string_is_not_hashed_again(claire, moved
     assert ok(nginx_ask(claire.mailbox, right, client_ip="203.0.113.44"))
 
 
+def test_parallel_copies_of_a_repeated_string_get_one_hash_per_window(claire, moved_clock):
+    """Five connections (on five workers) send one wrong string together every 2 s: each
+    window's copies all read the bucket before any of them is refused, as parallel workers
+    do (here: each copy arrives while the one before it hashes). One copy a window is
+    hashed, the others refused before the hash."""
+    moved_clock.stop()
+    wrong = "not her password" + claire.code(moved_clock.now())
+    assert not ok(nginx_ask(claire.mailbox, wrong, client_ip="203.0.113.45"))
+    real_check, in_flight = verifier._check_password, []
+
+    def check_while_the_next_copy_arrives(password, professional):
+        if len(in_flight) < 4:
+            in_flight.append(1)
+            assert not ok(nginx_ask(claire.mailbox, wrong, client_ip="203.0.113.45"))
+        return real_check(password, professional)
+
+    hashed = 0
+    with mock.patch.object(verifier, "_check_password", check_while_the_next_copy_arrives):
+        for _ in range(30):  # one minute
+            moved_clock.advance(throttle.REFUSED_AGAIN_SECONDS)
+            in_flight.clear()
+            hashed += hashes_during(
+                lambda: nginx_ask(claire.mailbox, wrong, client_ip="203.0.113.45")
+            )
+    assert hashed == 30
+
+
 @pytest.mark.parametrize("refill_per_minute", [10, 1])
 def test_the_string_refused_during_a_back_off_gets_in_soon_after_it_ends(
     claire, moved_clock, settings, refill_per_minute
