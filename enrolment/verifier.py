@@ -209,13 +209,7 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
     # an error, and such requests may come without cost to their sender).
     keys = seeds.load_keyring().keys
     openable = [candidate for candidate in candidates if candidate.device.key_id in keys]
-    matched, step = None, None
-    if credential is not None:
-        for candidate in openable:
-            step = candidate.device.match_step(credential.code, now)
-            if step is not None:
-                matched = candidate
-                break
+    matched, step = _code_owner(credential, openable, now)
     if matched is None and len(openable) < len(candidates):
         return _seed_key_missing(attempt, beside_an_openable_seed=bool(openable))
     # Whose login this is: the code's owner, else the holder of a personal mailbox.
@@ -242,6 +236,17 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
         )
         _audit(decision, attempt)
     return decision
+
+
+@sensitive_variables("credential")
+def _code_owner(credential, candidates: list[Candidate], now: float):
+    """The candidate whose device the code is from, and its time step; (None, None) if none."""
+    if credential is not None:
+        for candidate in candidates:
+            step = candidate.device.match_step(credential.code, now)
+            if step is not None:
+                return candidate, step
+    return None, None
 
 
 # The mailbox and its members' devices, in one hand-written SELECT read with a plain cursor:
