@@ -2,13 +2,7 @@
 
 from django.db import migrations, models
 
-
-def wait_for_locks_briefly(apps, schema_editor):
-    # Adding a column takes the audit table's exclusive lock for an instant, but waiting for
-    # it (behind a long export or verify_audit) would queue every login's audit INSERT. Give
-    # up after 5 s instead; the migration is then simply run again.
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("SET LOCAL lock_timeout = '5s'")
+from enrolment.migration_steps import wait_for_locks_briefly
 
 
 class Migration(migrations.Migration):
@@ -18,7 +12,10 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(wait_for_locks_briefly, migrations.RunPython.noop),
+        # Adding a column takes the audit table's exclusive lock for an instant, but waiting for
+        # it (behind a long export or verify_audit) would queue every login's audit INSERT. Give
+        # up after 5 s instead; the migration is then simply run again.
+        wait_for_locks_briefly(),
         migrations.AddField(
             model_name='auditevent',
             name='mac_key',

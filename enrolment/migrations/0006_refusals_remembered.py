@@ -2,14 +2,7 @@
 
 from django.db import migrations, models
 
-
-def wait_for_locks_briefly(apps, schema_editor):
-    # Both tables are on every mail login's path: adding a column (with a database default,
-    # so nodes still on the old code keep inserting) takes each one's lock for an instant.
-    # Waiting for it behind a long query would queue the logins; give up after 5 s instead,
-    # and run the migration again.
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("SET LOCAL lock_timeout = '5s'")
+from enrolment.migration_steps import wait_for_locks_briefly
 
 
 class Migration(migrations.Migration):
@@ -18,7 +11,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(wait_for_locks_briefly, migrations.RunPython.noop),
+        # Both tables are on every mail login's path: adding a column (with a database default,
+        # so nodes still on the old code keep inserting) takes each one's lock for an instant.
+        # Waiting for it behind a long query would queue the logins; give up after 5 s instead,
+        # and run the migration again.
+        wait_for_locks_briefly(),
         migrations.AddField(
             model_name="addressthrottle",
             name="last_digest",
