@@ -131,8 +131,10 @@ class MailStack:
         self.ports = {
             name: free_port()
             for name in (
+                "nginx_imaps",
+                "nginx_smtps",
                 "nginx_imap",
-                "nginx_smtp",
+                "nginx_submission",
                 "backend_imap",
                 "lua_imap",
                 "lua_auth",
@@ -145,6 +147,7 @@ class MailStack:
             "RUN_DIR": str(self.run_dir),
             "MAIL_UID": str(MAIL_UID),
             "NGINX_ADDRESS": "127.0.0.1",
+            **self._self_signed_certificate(self.run_dir / "tls"),
         }
         self._start_dovecot(
             "dovecot-backend",
@@ -182,12 +185,14 @@ class MailStack:
             SERVER_NAME="mail.example.test",
             AUTH_HTTP=f"127.0.0.1:{self.verifier_port}/internal/nginx-auth",
             AUTH_SECRET=self.nginx_secret,
+            LISTEN_IMAPS=f"127.0.0.1:{self.ports['nginx_imaps']}",
+            LISTEN_SMTPS=f"127.0.0.1:{self.ports['nginx_smtps']}",
             LISTEN_IMAP=f"127.0.0.1:{self.ports['nginx_imap']}",
-            LISTEN_SMTP=f"127.0.0.1:{self.ports['nginx_smtp']}",
+            LISTEN_SUBMISSION=f"127.0.0.1:{self.ports['nginx_submission']}",
             **common,
         )
         self._spawn("nginx", ["nginx", "-c", str(conf), "-p", str(self.run_dir)])
-        wait_for_port(self.ports["nginx_imap"])
+        wait_for_port(self.ports["nginx_submission"])
         return self
 
     def _spawn(self, name, command):
@@ -200,12 +205,14 @@ class MailStack:
         wait_for_port(port)
 
     @staticmethod
-    def _self_signed_certificate(etc: Path) -> dict:
-        cert, key = etc / "submission.crt", etc / "submission.key"
+    def _self_signed_certificate(folder: Path) -> dict:
+        """One certificate for every TLS listener: nginx's, Dovecot's and Postfix's."""
+        folder.mkdir(mode=0o700)
+        cert, key = folder / "mail.crt", folder / "mail.key"
         subprocess.run(
             [
                 *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-                *("-subj", "/CN=smtp.otp.example.test", "-keyout", str(key), "-out", str(cert)),
+                *("-subj", "/CN=mail.example.test", "-keyout", str(key), "-out", str(cert)),
             ],
             check=True,
             capture_output=True,
@@ -226,7 +233,6 @@ class MailStack:
             LISTEN_SUBMISSION=f"127.0.0.1:{self.ports['submission']}",
             LISTEN_XCLIENT=f"127.0.0.1:{self.ports['xclient']}",
             DOVECOT_AUTH=f"inet:127.0.0.1:{self.ports['lua_auth']}",
-            **self._self_signed_certificate(etc),
             **common,
         )
         shutil.copy(DEPLOY / "postfix/sender_logins.regexp", etc / "sender_logins.regexp")

@@ -28,7 +28,7 @@ REFUSED = "b'[AUTHENTICATIONFAILED] Invalid login or password'"
 def test_helpdesk_resets_a_lost_phone(
     page: Page, live_server, mail, claire, make_staff, mailoutbox
 ):
-    imap = mail.ports["nginx_imap"]
+    imap = mail.ports["nginx_imaps"]
     cached = claire.secret()
     assert imap_login(imap, claire.mailbox, cached) == "ok"  # the mail client's cached string
     alice = make_staff("alice", "helpdesk")

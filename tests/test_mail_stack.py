@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from enrolment.models import AuditEvent, MailSession
-from tests.mail_clients import imap_login, imap_plain_login, send_mail
+from tests.mail_clients import CLEAR, IMAP, STARTTLS, imap_login, imap_plain_login, send_mail
 
 # The mail path runs against PostgreSQL, the production database. SQLite's in-memory test
 # database is shared between the live server's threads with table locks that do not wait,
@@ -23,7 +23,7 @@ def wrong_code(user) -> str:
 
 
 def test_imap_and_smtp_through_nginx_log_in_and_refuse_alike(mail, claire):
-    imap, smtp = mail.ports["nginx_imap"], mail.ports["nginx_smtp"]
+    imap, smtp = mail.ports["nginx_imaps"], mail.ports["nginx_smtps"]  # 993 and 465
     assert imap_login(imap, claire.mailbox, claire.secret()) == "ok"
     assert send_mail(smtp, claire.mailbox, claire.secret()) == "sent"
     assert "Subject: Compte rendu" in mail.sink.wait_for(1)[0]
@@ -44,8 +44,33 @@ def test_imap_and_smtp_through_nginx_log_in_and_refuse_alike(mail, claire):
     assert len(mail.sink.wait_for(2, timeout=2)) == 1
 
 
+def test_no_login_in_clear_anywhere_a_client_can_reach(mail, claire):
+    """143 and 587 refuse a login before STARTTLS without asking the verifier, and log it in
+    after; the Dovecot that faces clients refuses it too (from another host: Dovecot trusts
+    a connection from its own address)."""
+    imap, submission = mail.ports["nginx_imap"], mail.ports["nginx_submission"]
+    lua = mail.ports["lua_imap"]
+    assert "LOGINDISABLED" in _capabilities(imap)
+    assert imap_login(imap, claire.mailbox, claire.secret(), tls=CLEAR) != "ok"
+    assert send_mail(submission, claire.mailbox, claire.secret(), tls=CLEAR).startswith("5")
+    assert imap_login(lua, claire.mailbox, claire.secret(), "127.0.0.2", tls=CLEAR) != "ok"
+    assert not AuditEvent.objects.filter(action="mail.login").exists()  # never asked
+
+    assert imap_login(imap, claire.mailbox, claire.secret(), tls=STARTTLS) == "ok"
+    assert send_mail(submission, claire.mailbox, claire.secret(), tls=STARTTLS) == "sent"
+    assert len(mail.sink.wait_for(1)) == 1
+
+
+def _capabilities(port) -> str:
+    client = IMAP(port, tls=CLEAR)
+    try:
+        return " ".join(client.capabilities)
+    finally:
+        client.shutdown()
+
+
 def test_parallel_connections_reconnections_other_address_and_ending(mail, claire, moved_clock):
-    port, secret = mail.ports["nginx_imap"], claire.secret()
+    port, secret = mail.ports["nginx_imaps"], claire.secret()
     results = []
     start = threading.Barrier(5)
 
@@ -71,7 +96,7 @@ def test_parallel_connections_reconnections_other_address_and_ending(mail, clair
 
 def test_two_members_of_an_organisational_mailbox_log_in_by_name(mail, nurses):
     sofia, luc = nurses
-    port = mail.ports["nginx_imap"]
+    port = mail.ports["nginx_imaps"]
     assert imap_login(port, sofia.mailbox, sofia.secret(), source="127.0.0.4") == "ok"
     assert imap_login(port, luc.mailbox, luc.secret(), source="127.0.0.5") == "ok"
     named = AuditEvent.objects.filter(action="mail.login", outcome="ok")
@@ -83,20 +108,20 @@ def test_two_members_of_an_organisational_mailbox_log_in_by_name(mail, nurses):
 
 def test_dovecot_lua_passdb_and_postfix_submission(mail, claire):
     imap, submission = mail.ports["lua_imap"], mail.ports["submission"]
-    assert imap_login(imap, claire.mailbox, claire.password + wrong_code(claire)) != "ok"
-    assert imap_login(imap, claire.mailbox, claire.secret()) == "ok"
+    wrong = claire.password + wrong_code(claire)
+    assert imap_login(imap, claire.mailbox, wrong, tls=STARTTLS) != "ok"
+    assert imap_login(imap, claire.mailbox, claire.secret(), tls=STARTTLS) == "ok"
     # A credential the API refuses as malformed (a password that is not UTF-8) is a plain
     # refusal, not a temporary failure that the client would retry forever.
     not_utf8 = claire.password.encode("latin-1") + claire.code().encode()
-    assert "AUTHENTICATIONFAILED" in imap_plain_login(imap, claire.mailbox, not_utf8)
+    assert "AUTHENTICATIONFAILED" in imap_plain_login(imap, claire.mailbox, not_utf8, STARTTLS)
     # Submission: no AUTH before STARTTLS (the password and code would travel in clear).
-    assert send_mail(submission, claire.mailbox, claire.secret()).startswith("5")
-    wrong = claire.password + wrong_code(claire)
-    assert send_mail(submission, claire.mailbox, wrong, tls=True).startswith("535")
-    assert send_mail(submission, claire.mailbox, claire.secret(), tls=True) == "sent"
+    assert send_mail(submission, claire.mailbox, claire.secret(), tls=CLEAR).startswith("5")
+    assert send_mail(submission, claire.mailbox, wrong, tls=STARTTLS).startswith("535")
+    assert send_mail(submission, claire.mailbox, claire.secret(), tls=STARTTLS) == "sent"
     other = "accueil@clinique-demo.mssante.fr"
     assert send_mail(
-        submission, claire.mailbox, claire.secret(), sender=other, tls=True
+        submission, claire.mailbox, claire.secret(), sender=other, tls=STARTTLS
     ).startswith("553")
     assert len(mail.sink.wait_for(1)) == 1
     vias = set(AuditEvent.objects.filter(outcome="ok").values_list("details__via", flat=True))
