@@ -15,9 +15,25 @@ from datetime import UTC
 
 from django.utils import timezone
 
-from enrolment import audit_keys
+from enrolment import audit_keys, clock
 from enrolment.models import AuditEvent
 from portal.client import client_ip
+
+_last_sampled: dict[tuple[str, str], float] = {}
+
+
+def due(source: str, reason: str) -> bool:
+    """Once a minute per worker, address and reason: for the refusals an address may make us
+    write thousands of times a second at no cost to it (one row and one commit each would be
+    a way to flood the trail); the first of each minute is kept."""
+    now = clock.now()
+    last = _last_sampled.get((source, reason))
+    if last is not None and now - last < 60:
+        return False
+    if len(_last_sampled) > 10_000:
+        _last_sampled.clear()
+    _last_sampled[(source, reason)] = now
+    return True
 
 
 def actor_of(request) -> tuple[str, str]:

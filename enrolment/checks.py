@@ -1,4 +1,5 @@
-"""System checks: the site refuses to start without a usable seed keyring and audit keys.
+"""System checks: the site refuses to start without a usable seed keyring and audit keys,
+or with the demo's stand-in PSC outside DEBUG.
 
 manage.py runs them before its commands; portal/wsgi.py runs them before gunicorn serves.
 """
@@ -41,8 +42,9 @@ def check_audit_keys(app_configs=None, **kwargs):
     return []
 
 
-def refuse_to_start_without_keyring():
-    errors = check_seed_keyring() + check_audit_keys()
+def refuse_to_start_misconfigured():
+    """What gunicorn must not serve with (it runs no system checks of its own)."""
+    errors = check_seed_keyring() + check_audit_keys() + check_psc_settings()
     if errors:
         raise ImproperlyConfigured(errors[0].msg)
 

@@ -92,6 +92,7 @@ def audit_trail(request):
 
 
 @staff_required(AUDITOR)
+@recent_code  # the whole trail in one file: not from a session left open for hours
 def audit_export(request, fmt):
     if fmt not in ("csv", "json"):
         raise Http404

@@ -166,28 +166,11 @@ class Attempt:
     seen_before: bool = False  # this exact string opened a session once
 
 
-_last_sampled_audit: dict[tuple[str, str], float] = {}
-
-
-def _audit_due(source: str, reason: str) -> bool:
-    """Once a minute per worker, address and reason: for the decisions an address may make
-    us take thousands of times a second at no cost to it, where one row and one commit each
-    would be a way to flood the trail."""
-    now = clock.now()
-    last = _last_sampled_audit.get((source, reason))
-    if last is not None and now - last < 60:
-        return False
-    if len(_last_sampled_audit) > 10_000:
-        _last_sampled_audit.clear()
-    _last_sampled_audit[(source, reason)] = now
-    return True
-
-
 def _refused_before_hashing(source: str, wait: int) -> Decision:
     """An address over budget (``wait`` seconds), or repeating the string it was refused
-    last (the wait any refusal from it gets), audited once a minute (_audit_due)."""
+    last (the wait any refusal from it gets), audited once a minute (audit.due)."""
     reason = "address_throttled" if wait else "refused_again"
-    audited = _audit_due(source, reason)
+    audited = audit.due(source, reason)
     return Decision(Outcome.REJECT, reason, retry_after=max(1, wait), audited=audited)
 
 
@@ -329,7 +312,7 @@ def _seed_key_missing(attempt: Attempt, beside_an_openable_seed: bool) -> Decisi
         with transaction.atomic():
             throttle.spend_address_token(attempt.source, attempt.digest, refused=False)
             _audit(decision, attempt)
-    elif _audit_due(attempt.source, decision.reason):
+    elif audit.due(attempt.source, decision.reason):
         _audit(decision, attempt)
     return decision
 

@@ -26,9 +26,14 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
 from enrolment import audit
+from enrolment.mail_sessions import throttle_source
 from enrolment.models import Professional
+from portal.client import client_ip
 
 logger = logging.getLogger(__name__)
+
+# How far PSC's clock may be from ours for an ID token's exp, iat and nbf.
+CLOCK_LEEWAY_SECONDS = 60
 
 # Claims of the userinfo kept on the professional for later steps; the rest is dropped.
 KEPT_CLAIMS = ("SubjectRefPro", "SubjectRole", "otherIds", "authMode")
@@ -84,16 +89,64 @@ class PSCLoginRefused(Exception):
         self.detail = detail
 
 
-def failure_page(request, reason: str, detail: str = ""):
+def failure_page(request, reason: str, detail: str = "", *, sampled: bool = False):
+    """The page of a failed login, logged and audited. ``sampled``: a failure that anyone can
+    cause without logging in at PSC (a callback link of no login of this browser's), logged
+    and audited once a minute per address (audit.due), lest a loop of such links flood both."""
     status, title, message = FAILURES[reason]
-    logger.warning("PSC login refused (%s): %s", reason, detail)
-    target = detail if reason == "unknown_professional" else ""
-    audit.record(request, "psc.login", outcome="refused", target=target, details={"reason": reason})
+    if not sampled or audit.due(_sampling_source(request), f"psc.{reason}"):
+        logger.warning("PSC login refused (%s): %s", reason, detail)
+        target = detail if reason == "unknown_professional" else ""
+        details = {"reason": reason}
+        audit.record(request, "psc.login", outcome="refused", target=target, details=details)
     return render(request, "psc/failure.html", {"title": title, "message": message}, status=status)
+
+
+def _sampling_source(request) -> str:
+    try:
+        return throttle_source(client_ip(request))  # an IPv6 client's whole /64
+    except ValueError:
+        return "unknown"
 
 
 class PSCBackend(OIDCAuthenticationBackend):
     """Finds the professional by PSC's SubjectNameID; refuses anyone the operator does not know."""
+
+    def authenticate(self, request, **kwargs):
+        # Only the callback view's call, which brings the nonce and PKCE verifier this session
+        # stored. Django asks every backend at every authenticate() (the staff login's too),
+        # and the library would redeem a ?code= on any page without them: a code obtained
+        # elsewhere would log someone in, and anyone could make the portal call PSC's token
+        # endpoint with its client secret at will.
+        if kwargs.get("nonce") is None or kwargs.get("code_verifier") is None:
+            return None
+        return super().authenticate(request, **kwargs)
+
+    def get_user(self, user_id):
+        # Each request of a PSC session: a professional (or account) deactivated since the
+        # login is logged out at once, not at the end of the session.
+        user = super().get_user(user_id)
+        if user is None or not user.is_active:
+            return None
+        professional = getattr(user, "professional", None)
+        if professional is not None and not professional.is_active:
+            return None
+        return user
+
+    def _verify_jws(self, payload, key):
+        # The library's check (the header's alg must be the one configured), with a leeway on
+        # exp, iat and nbf: PyJWT refuses an iat a second ahead of our clock, so a portal
+        # clock slightly behind PSC's would turn every login into an "altered answer".
+        alg = jwt.get_unverified_header(payload).get("alg")
+        if alg != self.OIDC_RP_SIGN_ALGO:
+            raise SuspiciousOperation(f"ID token signed with {alg!r}")
+        return jwt.decode(
+            payload,
+            key,
+            algorithms=[alg],
+            options={"verify_aud": False},  # checked by check_id_token, with azp
+            leeway=CLOCK_LEEWAY_SECONDS,
+        )
 
     def get_token(self, payload):
         if not settings.PSC_CLIENT_CERT_FILE:
@@ -223,16 +276,18 @@ def reauth_max_age() -> int:
 class PSCCallbackView(OIDCAuthenticationCallbackView):
     def get(self, request):
         if request.GET.get("error"):
-            if request.GET.get("state") in request.session.get("oidc_states", {}):
+            own = request.GET.get("state") in request.session.get("oidc_states", {})
+            if own:
                 # This session's own login failed: the library forgets the state (no
                 # replay) and logs out. Any other error link (a cross-site image, say) must
                 # not log anyone out.
                 super().get(request)
-            return failure_page(request, "cancelled", repr(request.GET["error"][:64]))
+            error = repr(request.GET["error"][:64])
+            return failure_page(request, "cancelled", error, sampled=not own)
         try:
             return super().get(request)
         except SuspiciousOperation as exc:  # unknown or reused state
-            return failure_page(request, "tampered", str(exc))
+            return failure_page(request, "tampered", str(exc), sampled=True)
         except PSCLoginRefused as exc:
             return failure_page(request, exc.reason, exc.detail)
         except requests.HTTPError as exc:
@@ -243,7 +298,8 @@ class PSCCallbackView(OIDCAuthenticationCallbackView):
             return failure_page(request, "unreachable", type(exc).__name__)
 
     def login_failure(self):
-        return failure_page(self.request, "tampered", "no pending login in this session")
+        detail = "no pending login in this session"
+        return failure_page(self.request, "tampered", detail, sampled=True)
 
     def login_success(self):
         response = super().login_success()

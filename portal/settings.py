@@ -229,6 +229,11 @@ AUTHENTICATION_BACKENDS = [
 STAFF_AUTH_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Destructive helpdesk actions need the staff member's code typed within this long.
 STAFF_RECENT_LOGIN_SECONDS = env_int("STAFF_RECENT_LOGIN_SECONDS", 900, minimum=30)
+# A staff session ends after this long without a staff page (a helpdesk PC left unlocked),
+# and asks for a new code after SESSION_COOKIE_AGE whatever it does.
+STAFF_IDLE_SECONDS = env_int("STAFF_IDLE_SECONDS", 1800, minimum=60)
+# The longest wait after wrong staff codes: django-otp doubles it after each one.
+STAFF_CODE_MAX_WAIT_SECONDS = env_int("STAFF_CODE_MAX_WAIT_SECONDS", 300, minimum=1)
 # How long the one-time token for a staff account's phone enrolment stays valid.
 STAFF_ENROLMENT_TOKEN_HOURS = env_int("STAFF_ENROLMENT_TOKEN_HOURS", 72, minimum=1)
 # Bearer token of the Prometheus endpoint (/internal/metrics); without one it answers 404.
@@ -320,6 +325,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_HSTS_PRELOAD = SECURE
 SESSION_COOKIE_SECURE = SECURE
 CSRF_COOKIE_SECURE = SECURE
+# "__Host-": the browser keeps these cookies only as this very host set them over HTTPS, never
+# as a sibling subdomain sets them (which could plant a session, or a CSRF token of its own).
+SESSION_COOKIE_NAME = "__Host-sessionid" if SECURE else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if SECURE else "csrftoken"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=60)

@@ -7,7 +7,9 @@ page needs that and a role, and destructive actions also need a code typed withi
 STAFF_RECENT_LOGIN_SECONDS.
 """
 
+import math
 import time
+from datetime import timedelta
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -20,9 +22,11 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django_otp import login as otp_login
@@ -69,10 +73,11 @@ def staff_required(*roles: str):
                 return _to("staff_login", request)
             if hasattr(user, "professional"):
                 raise PermissionDenied  # a professional's PSC session is never staff
-            if not user.is_verified():
+            if not user.is_verified() or _code_too_old(request, settings.SESSION_COOKIE_AGE):
                 return _to("staff_code", request)
             if not roles_of(user) & set(roles):
                 raise PermissionDenied
+            request.session.set_expiry(settings.STAFF_IDLE_SECONDS)  # from this request on
             return view(request, *args, **kwargs)
 
         return wrapper
@@ -85,12 +90,15 @@ def recent_code(view):
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        verified_at = request.session.get(VERIFIED_AT, 0)
-        if time.time() - verified_at > settings.STAFF_RECENT_LOGIN_SECONDS:
+        if _code_too_old(request, settings.STAFF_RECENT_LOGIN_SECONDS):
             return _to("staff_code", request)
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def _code_too_old(request, seconds: int) -> bool:
+    return time.time() - request.session.get(VERIFIED_AT, 0) > seconds
 
 
 def _to(name: str, request):
@@ -122,14 +130,17 @@ class StaffLoginView(LoginView):
     def post(self, request, *args, **kwargs):
         wait = _address_wait(request)
         if wait:
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(None, _too_many(wait))
-            return self.render_to_response(self.get_context_data(form=form), status=429)
+            # An unbound form: validating the typed one would check its password (a hash per
+            # refused request, the very work the throttle is there to spare).
+            typed = {"username": request.POST.get("username", "")[:150]}
+            form = self.get_form_class()(request, initial=typed)
+            context = self.get_context_data(form=form, refusal=_too_many(wait))
+            return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form):
         auth.login(self.request, form.get_user(), backend=settings.STAFF_AUTH_BACKEND)
+        self.request.session.set_expiry(settings.STAFF_IDLE_SECONDS)
         audit.record(self.request, "staff.password", outcome="ok")
         return redirect(f"{reverse('staff_code')}?{urlencode({'next': self.get_redirect_url()})}")
 
@@ -169,9 +180,11 @@ def _spend_address_budget(request) -> None:
 
 
 def _too_many(wait: int) -> str:
-    return _("Too many attempts from this address. Try again in %(seconds)s seconds.") % {
-        "seconds": wait
-    }
+    return ngettext(
+        "Too many attempts from this address. Try again in %(seconds)s second.",
+        "Too many attempts from this address. Try again in %(seconds)s seconds.",
+        wait,
+    ) % {"seconds": wait}
 
 
 def _password_step_done(view):
@@ -206,7 +219,7 @@ def staff_code(request):
         audit.record(request, "staff.code", outcome="reject", details={"reason": outcome})
         _spend_address_budget(request)
         if outcome == "throttled":
-            form.add_error("code", _("Too many wrong codes: wait a minute, then try again."))
+            form.add_error("code", _too_many_codes(staff_code_wait(device)))
         else:
             form.add_error(
                 "code",
@@ -218,6 +231,28 @@ def staff_code(request):
     return render(request, "staff/code.html", {"form": form, "next": _next_url(request)})
 
 
+def staff_code_wait(device: Device) -> int:
+    """Seconds before the device takes a code again after wrong ones: django-otp's doubling
+    wait, capped (its own cap is a century: someone who knows the password could keep the
+    staff member out for as long as they kept trying)."""
+    allowed, info = device.verify_is_allowed()
+    if allowed or "locked_until" not in (info or {}):
+        return 0
+    cap = device.throttling_failure_timestamp + timedelta(
+        seconds=settings.STAFF_CODE_MAX_WAIT_SECONDS
+    )
+    left = (min(info["locked_until"], cap) - timezone.now()).total_seconds()
+    return max(0, math.ceil(left))
+
+
+def _too_many_codes(wait: int) -> str:
+    return ngettext(
+        "Too many wrong codes: try again in %(seconds)s second.",
+        "Too many wrong codes: try again in %(seconds)s seconds.",
+        wait,
+    ) % {"seconds": wait}
+
+
 @sensitive_variables("code")
 def _check_staff_code(user, code: str) -> tuple[str, Device]:
     """django-otp's throttling and our step claim, under the device's row lock: its
@@ -225,8 +260,7 @@ def _check_staff_code(user, code: str) -> tuple[str, Device]:
     (which would let the same code in twice)."""
     with transaction.atomic():
         device = Device.objects.select_for_update().get(user=user, confirmed=True)
-        allowed, _info = device.verify_is_allowed()
-        if not allowed:
+        if staff_code_wait(device):
             return "throttled", device
         if device.verify_token(code):
             device.throttle_reset(commit=False)
@@ -363,6 +397,9 @@ def _tell_staff_member(user) -> None:
 
 
 def _verified(request, device: Device, action: str):
+    # A new session key with the second factor: a session that someone who knew only the
+    # password made, and planted in the staff member's browser, stays unverified.
+    request.session.cycle_key()
     otp_login(request, device)
     request.session[VERIFIED_AT] = int(time.time())
     audit.record(request, action, outcome="ok")

@@ -19,4 +19,6 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 # The live-server tests speak plain HTTP on loopback; secure cookies would never be sent back.
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
+SESSION_COOKIE_NAME = "sessionid"  # a "__Host-" cookie must be secure: browsers drop it here
+CSRF_COOKIE_NAME = "csrftoken"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns when it is absent)

@@ -1,7 +1,8 @@
 """WSGI entry point for gunicorn.
 
-Django runs its system checks for manage.py commands but not under gunicorn; the seed keyring
-checks are run here too, so that a worker never starts without a usable key.
+Django runs its system checks for manage.py commands but not under gunicorn; the keyrings'
+and PSC's checks are run here too, so that a worker never starts without a usable key, nor
+with the demo's stand-in provider in production.
 """
 
 import os
@@ -12,6 +13,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 application = get_wsgi_application()
 
-from enrolment.checks import refuse_to_start_without_keyring  # noqa: E402
+from enrolment.checks import refuse_to_start_misconfigured  # noqa: E402
 
-refuse_to_start_without_keyring()
+refuse_to_start_misconfigured()

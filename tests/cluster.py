@@ -141,7 +141,7 @@ class StaffBrowser:
 
     def post(self, path: str, data: dict):
         self.get(path)  # the form, and its CSRF cookie
-        form = {**data, "csrfmiddlewaretoken": self.session.cookies["csrftoken"]}
+        form = {**data, "csrfmiddlewaretoken": self.session.cookies["__Host-csrftoken"]}
         # Django checks the Referer of an HTTPS POST.
         headers = {"Referer": self.base + path}
         return self.session.post(

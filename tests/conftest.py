@@ -26,11 +26,11 @@ def keyring_json(active: str, *key_ids: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_audit_sampling():
-    """The verifier audits some decisions once a minute per worker (verifier._audit_due):
-    each test starts as a fresh worker, whatever the tests before it were refused."""
-    from enrolment import verifier
+    """Some refusals are audited once a minute per worker (audit.due): each test starts as
+    a fresh worker, whatever the tests before it were refused."""
+    from enrolment import audit
 
-    verifier._last_sampled_audit.clear()
+    audit._last_sampled.clear()
 
 
 @pytest.fixture

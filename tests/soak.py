@@ -121,7 +121,7 @@ class Soak:
     def _poster(browser, base, cert):
         def post(path, data):
             browser.get(base + path, timeout=30, verify=cert)
-            form = {**data, "csrfmiddlewaretoken": browser.cookies.get("csrftoken", "")}
+            form = {**data, "csrfmiddlewaretoken": browser.cookies.get("__Host-csrftoken", "")}
             headers = {"Referer": base + path}
             return browser.post(base + path, data=form, headers=headers, timeout=30, verify=cert)
 

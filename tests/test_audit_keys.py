@@ -245,7 +245,7 @@ def test_a_malformed_keyring_stops_the_site(settings, text, complaint):
     assert error.id == "enrolment.E006" and complaint in error.msg
     assert NEW_SECRET not in error.msg and NEW_SECRET[::-1] not in error.msg
     with pytest.raises(Exception, match="Audit MAC keys unusable"):
-        checks.refuse_to_start_without_keyring()
+        checks.refuse_to_start_misconfigured()
 
 
 def test_the_verifiers_own_sql_writes_the_active_key(claire, settings):

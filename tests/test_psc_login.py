@@ -6,6 +6,7 @@ import secrets
 import time
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlunparse
 
+import jwt
 import pytest
 import requests
 from django.contrib.auth import get_user_model
@@ -120,6 +121,20 @@ def test_an_error_link_from_elsewhere_does_not_log_anyone_out(portal, visitor):
     assert "Claire Martin" in visitor.get(f"{portal}/", timeout=10).text
 
 
+def test_callback_links_of_no_login_here_are_audited_once_a_minute(portal, visitor):
+    """Anyone can load such links in a loop, without logging in at PSC: each gets its page,
+    the trail a row a minute per address and kind."""
+    links = ["?error=access_denied&state=forged", "?code=c&state=forged", ""]
+    pages = [visitor.get(f"{portal}/oidc/callback/{link}", timeout=10) for link in links * 20]
+
+    assert {page.status_code for page in pages} == {200, 400}
+    refused = AuditEvent.objects.filter(action="psc.login", outcome="refused")
+    assert sorted(refused.values_list("details__reason", flat=True)) == ["cancelled", "tampered"]
+    # A browser's own failed login is always audited.
+    log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR, action="cancel")
+    assert refused.filter(details__reason="cancelled").count() == 2
+
+
 def test_a_callback_with_a_wrong_state_is_refused(portal, visitor):
     callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
     forged = with_params(callback, state="forged-state")
@@ -160,6 +175,29 @@ def test_a_code_reused_in_another_login_is_refused(portal, visitor):
     assert page.status_code == 400
     assert "This login link is not valid" in page.text
     assert not Professional.objects.filter(national_id=NURSE, user__isnull=False).exists()
+
+
+def test_a_code_sent_to_another_page_logs_nobody_in_and_stays_unspent(portal, visitor):
+    """Django asks every login backend: the staff login form with PSC's ?code= and ?state= on
+    its address must not redeem the code (no nonce, no PKCE: a code from elsewhere would log
+    its professional in)."""
+    callback = follow_to_callback(visitor, authorize_url(visitor, portal), DOCTOR)
+    query = urlparse(callback).query
+    stranger = requests.Session()
+    stranger.headers["Accept-Language"] = "en"
+    stranger.get(f"{portal}/staff/login/", timeout=10)
+
+    page = stranger.post(
+        f"{portal}/staff/login/?{query}",
+        data={"username": "x", "password": "y"},
+        headers={"X-CSRFToken": stranger.cookies["csrftoken"], "Referer": f"{portal}/"},
+        timeout=10,
+    )
+
+    assert page.status_code == 200 and "Staff login" in page.text
+    assert logged_in_sessions() == []
+    # PSC was never asked: the code still logs in the browser it was made for.
+    assert "Claire Martin" in visitor.get(callback, timeout=10).text
 
 
 def test_an_id_token_with_a_wrong_nonce_is_refused(portal, visitor):
@@ -253,6 +291,43 @@ def test_an_id_token_with_a_bad_signature_is_refused(portal, visitor, token_prox
     assert page.status_code == 400
     assert "This login link is not valid" in page.text
     assert_nothing_left_behind()
+
+
+def test_a_psc_clock_a_little_ahead_is_tolerated_and_an_expired_token_is_not(
+    portal, visitor, standin_psc, settings, token_proxy
+):
+    """PyJWT alone refuses an ID token issued a second "in the future": a portal clock
+    behind PSC's would show every professional the "altered answer" page."""
+    for name, value in standin_psc.settings("portal-hs256", "HS256").items():
+        if name != "OIDC_OP_TOKEN_ENDPOINT":  # the proxy's
+            setattr(settings, name, value)
+
+    def resigned(**changes):
+        def resign(id_token):
+            claims = jwt.decode(id_token, options={"verify_signature": False})
+            changed = {**claims, **changes}
+            return jwt.encode(changed, settings.OIDC_RP_CLIENT_SECRET, algorithm="HS256")
+
+        return resign
+
+    token_proxy.alter = resigned(iat=int(time.time()) + 20)  # PSC's clock 20 s ahead
+    assert "Claire Martin" in doctors_callback(visitor, portal).text
+
+    late = requests.Session()
+    token_proxy.alter = resigned(exp=int(time.time()) - 120)  # expired by any clock
+    page = late.get(follow_to_callback(late, authorize_url(late, portal), NURSE), timeout=10)
+    assert page.status_code == 400
+    assert not Professional.objects.filter(national_id=NURSE, user__isnull=False).exists()
+
+
+def test_a_deactivated_professional_is_logged_out_at_the_next_page(portal, visitor):
+    log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
+    assert "Claire Martin" in visitor.get(f"{portal}/", timeout=10).text
+    Professional.objects.filter(national_id=DOCTOR).update(is_active=False)
+
+    assert "Claire Martin" not in visitor.get(f"{portal}/", timeout=10).text
+    page = visitor.get(f"{portal}/password/", allow_redirects=False, timeout=10)
+    assert page.status_code == 302 and "/oidc/authenticate/" in page.headers["Location"]
 
 
 @pytest.fixture

@@ -67,25 +67,30 @@ def test_the_site_does_not_start_without_a_valid_key(keyring, named):
     assert named in result.stderr
 
 
-def test_gunicorn_entry_point_refuses_to_load_without_a_key():
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "SECRET_KEY": "x" * 50,
-        "SEED_KEYRING": "",
-        "SEED_KEYRING_FILE": "",
-    }
-    result = subprocess.run(
+def load_gunicorn_entry_point(**env) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-c", "import portal.wsgi"],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_gunicorn_entry_point_refuses_to_load_without_a_key():
+    result = load_gunicorn_entry_point(SECRET_KEY="x" * 50, SEED_KEYRING="", SEED_KEYRING_FILE="")
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "SEED_KEYRING" in result.stderr
+
+
+def test_gunicorn_entry_point_refuses_the_stand_in_psc_without_debug():
+    good = {"SECRET_KEY": "x" * 50, "SEED_KEYRING": keyring_json("k"), "DEBUG": "0"}
+    assert load_gunicorn_entry_point(**good).returncode == 0
+    result = load_gunicorn_entry_point(**good, PSC_ENVIRONMENT="standin")
+    assert result.returncode != 0
+    assert "PSC_ENVIRONMENT=standin" in result.stderr
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key():

@@ -109,6 +109,70 @@ def test_wrong_codes_back_off_and_the_right_one_works_after(client, make_staff):
     assert sorted(e.details["reason"] for e in reasons) == ["throttled", "wrong_code"]
 
 
+def test_the_code_gives_the_session_a_new_key(make_staff):
+    """Someone who knows only the password makes a session and plants its cookie in the
+    staff member's browser: the code typed there verifies the browser, not their copy."""
+    alice = make_staff("alice", "helpdesk")
+    attacker = Client()
+    attacker.post("/staff/login/", {"username": "alice", "password": alice.password})
+    victim = Client()
+    victim.cookies["sessionid"] = attacker.cookies["sessionid"].value
+
+    response = victim.post("/staff/code/?next=/helpdesk/", {"code": alice.code()})
+
+    assert response.status_code == 302 and response["Location"] == "/helpdesk/"
+    assert victim.get("/helpdesk/").status_code == 200
+    assert attacker.get("/helpdesk/").status_code == 302  # to a login step, no page
+
+
+def test_a_throttled_login_does_not_check_the_password(client, make_staff, settings):
+    settings.THROTTLE_ADDRESS_BURST = 2
+    make_staff("alice", "helpdesk")
+    for n in range(2):
+        client.post("/staff/login/", {"username": "alice", "password": f"guess-{n}"})
+    backend = "django.contrib.auth.backends.ModelBackend.authenticate"
+    with mock.patch(backend, autospec=True, return_value=None) as checked:
+        refused = client.post("/staff/login/", {"username": "alice", "password": "guess-3"})
+    assert refused.status_code == 429
+    assert "Trop de tentatives" in refused.content.decode()
+    assert 'value="alice"' in refused.content.decode()
+    assert checked.call_count == 0
+
+
+def test_an_empty_field_says_so(client, make_staff):
+    make_staff("alice", "helpdesk")
+    page = client.post("/staff/login/", {"username": "alice", "password": ""}).content.decode()
+    assert "Ce champ est obligatoire" in page
+    assert 'aria-invalid="true" aria-describedby="password-error"' in page
+
+
+def test_wrong_codes_wait_at_most_the_cap_and_say_how_long(client, make_staff, settings):
+    settings.STAFF_CODE_MAX_WAIT_SECONDS = 300
+    alice = make_staff("alice", "helpdesk")
+    client.post("/staff/login/", {"username": "alice", "password": alice.password})
+    device = Device.objects.get(user=alice.user)
+    device.throttling_failure_count = 15  # django-otp alone: 2**14 s, four and a half hours
+    device.throttling_failure_timestamp = timezone.now()
+    device.save()
+    throttled = client.post("/staff/code/", {"code": alice.code()}).content.decode()
+    assert re.search(r"réessayez dans (29\d|300) secondes", throttled)
+
+    device.throttling_failure_timestamp = timezone.now() - timedelta(seconds=301)
+    device.save()
+    assert client.post("/staff/code/", {"code": alice.code()}).status_code == 302
+
+
+def test_a_staff_session_ends_when_idle_and_asks_a_code_each_day(helpdesk_client, settings):
+    settings.STAFF_IDLE_SECONDS = 1800
+    assert helpdesk_client.get("/helpdesk/").status_code == 200
+    assert 1790 <= helpdesk_client.session.get_expiry_age() <= 1800  # not SESSION_COOKIE_AGE
+    session = helpdesk_client.session
+    session[VERIFIED_AT] = int(time.time()) - settings.SESSION_COOKIE_AGE - 1
+    session.save()
+    response = helpdesk_client.get("/helpdesk/")
+    assert response.status_code == 302 and response["Location"].startswith("/staff/code/")
+
+
 def test_professionals_never_reach_the_staff_login_steps(professional_client):
     for url in ("/staff/code/", "/staff/enrol/"):
         assert professional_client.get(url).status_code == 403
@@ -348,6 +412,15 @@ def test_an_auditor_cannot_reset_a_device(make_staff, professional, make_device)
 
 def test_a_helpdesk_member_cannot_export(helpdesk_client):
     assert helpdesk_client.get("/audit/export.csv").status_code == 403
+    assert not AuditEvent.objects.filter(action="audit.export").exists()
+
+
+def test_an_export_needs_a_recent_code(auditor_client):
+    session = auditor_client.session
+    session[VERIFIED_AT] = int(time.time()) - 3600
+    session.save()
+    response = auditor_client.get("/audit/export.csv")
+    assert response.status_code == 302 and response["Location"].startswith("/staff/code/")
     assert not AuditEvent.objects.filter(action="audit.export").exists()
 
 
