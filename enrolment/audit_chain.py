@@ -62,12 +62,22 @@ def seal(now: datetime | None = None) -> list[AuditSeal]:
     SEAL_BATCH rows, and append the newest seal to AUDIT_ANCHOR_FILE. Returns the new seals.
 
     Refuses (ChainBroken) when the chain lacks the last anchor: someone who deleted rows
-    and the seals after them would otherwise have the next run seal over the hole."""
+    and the seals after them would otherwise have the next run seal over the hole. Refuses
+    too when the anchor file is configured but absent while seals exist (a file lost, a
+    new node): a chain cut at its tail would look whole to it; start_anchor_file() once
+    the chain is checked."""
     anchor = last_anchor()
     if anchor is not None and not _chain_holds(anchor):
         raise ChainBroken(
             f"the audit chain does not hold seal {anchor[0]} of the anchor file: seals "
             "were removed or remade; nothing sealed (run verify_audit)"
+        )
+    if anchor is None and settings.AUDIT_ANCHOR_FILE and AuditSeal.objects.exists():
+        raise ChainBroken(
+            f"AUDIT_ANCHOR_FILE {settings.AUDIT_ANCHOR_FILE} holds no anchor, but the chain "
+            "has seals: nothing sealed. On a new node, or if the file was lost, check the "
+            "chain (verify_audit --anchor with the last anchor of another node's file or of "
+            "the journal), then run seal_audit --start-anchor-file"
         )
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.AUDIT_SEAL_DELAY_SECONDS)
     made = []
@@ -76,6 +86,19 @@ def seal(now: datetime | None = None) -> list[AuditSeal]:
     if made:
         _write_anchor(made[-1])
     return made
+
+
+def start_anchor_file() -> AuditSeal | None:
+    """Begin AUDIT_ANCHOR_FILE at the chain's newest seal, which must verify: for a new node,
+    or a file lost, once the chain was checked against an anchor kept elsewhere."""
+    if not settings.AUDIT_ANCHOR_FILE:
+        raise AnchorFileUnusable("AUDIT_ANCHOR_FILE is not set")
+    newest = AuditSeal.objects.order_by("-seq").first()
+    if newest is not None and not _seal_holds(newest):
+        raise ChainBroken(f"the newest seal ({newest.seq}) does not verify (run verify_audit)")
+    if newest is not None:
+        _write_anchor(newest)
+    return newest
 
 
 def anchor_text(seal: AuditSeal) -> str:

@@ -88,6 +88,16 @@ def check_deployment(app_configs=None, **kwargs):
                 id="enrolment.E007",
             )
         )
+    if not settings.AUDIT_ANCHOR_FILE:
+        errors.append(
+            checks.Error(
+                "AUDIT_ANCHOR_FILE is not set: rows deleted with every seal after them would "
+                "be sealed over as gaps, and verify_audit would find the trail whole.",
+                hint="Set it to a file on this host, not the database's (e.g. "
+                "/var/lib/mss-totp/audit-anchors, deploy/systemd's StateDirectory).",
+                id="enrolment.E008",
+            )
+        )
     if audit_keys.mac_keys().active == audit_keys.LEGACY and (
         settings.AUDIT_MAC_KEY == settings.SECRET_KEY
     ):

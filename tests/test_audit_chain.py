@@ -262,6 +262,30 @@ def test_the_sealer_will_not_seal_over_removed_seals(settings, tmp_path):
     assert status == 1 and "seal 2 (the anchor given) is not in the chain" in report
 
 
+def test_a_lost_anchor_file_stops_the_sealer_until_started_again(settings, tmp_path):
+    """Delete the newest rows and their seals, and the node's anchor file (or start a new
+    node): the sealer must not take the cut chain for a whole one."""
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    settings.AUDIT_ANCHOR_FILE = str(tmp_path / "anchors")
+    events(6)
+    call_command("seal_audit", stdout=StringIO())
+    late = events(3)
+    call_command("seal_audit", stdout=StringIO())
+    sql("DELETE FROM enrolment_auditevent WHERE id = %s", [late[1].id])
+    sql("DELETE FROM enrolment_auditseal WHERE seq = 2")
+    (tmp_path / "anchors").unlink()
+
+    with pytest.raises(CommandError, match="holds no anchor, but the chain has seals"):
+        call_command("seal_audit", stdout=StringIO())
+    assert AuditSeal.objects.count() == 1  # nothing sealed over the hole
+
+    # Once the operator has checked the chain, the file starts at its newest seal.
+    out = StringIO()
+    call_command("seal_audit", "--start-anchor-file", stdout=out)
+    assert "anchor file started at seal 1" in out.getvalue()
+    assert (tmp_path / "anchors").read_text().startswith("1:")
+
+
 def test_a_blank_last_line_in_the_anchor_file_is_skipped(settings, tmp_path):
     settings.AUDIT_SEAL_DELAY_SECONDS = 0
     settings.AUDIT_ANCHOR_FILE = str(tmp_path / "anchors")

@@ -28,6 +28,7 @@ def run_manage(*args, **env_changes):
         NGINX_AUTH_SECRET="nginx-" + os.urandom(16).hex(),
         MAIL_BACKEND_TOKEN="backend-" + os.urandom(16).hex(),
         AUDIT_MAC_KEY="audit-" + os.urandom(32).hex(),
+        AUDIT_ANCHOR_FILE="/var/lib/mss-totp/audit-anchors",
         # Production runs on PostgreSQL (check --deploy refuses SQLite); nothing here connects.
         DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal"),
     )
@@ -128,6 +129,12 @@ def test_the_stand_in_psc_is_refused_without_debug():
     result = run_manage("check", PSC_ENVIRONMENT="standin")
     assert result.returncode != 0
     assert "enrolment.E003" in result.stderr
+
+
+def test_production_needs_an_anchor_file_for_the_audit_chain():
+    result = run_manage("check", "--deploy", AUDIT_ANCHOR_FILE=None)
+    assert result.returncode != 0
+    assert "enrolment.E008" in result.stderr
 
 
 def test_production_needs_a_psc_client_id():
