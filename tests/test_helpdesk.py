@@ -2,12 +2,15 @@
 confirmation; each action audited with the staff member's name and emailed to the
 professional. No page shows a seed, a code or a password."""
 
+import threading
 import time
 
 import pytest
 from django.core import mail
+from django.db import connection
+from django.db.models.signals import pre_delete
 
-from enrolment import verifier
+from enrolment import helpdesk, verifier
 from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
 from tests.mail_fixtures import make_mail_user
 
@@ -113,6 +116,35 @@ def test_reset_device_asks_why_confirms_then_stops_the_phone(helpdesk_client, cl
     assert "réinitialisé" in mail.outbox[0].subject
     page = helpdesk_client.get(page_of(claire)).content.decode()
     assert "Aucun téléphone enrôlé" in page and "ticket 4521" in page
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two writers at once")
+def test_a_mail_login_landing_during_a_reset_leaves_no_session(claire_by_mail):
+    """Another worker's login arrives while the reset is between ending the device's
+    sessions and deleting it: its string must not stay accepted."""
+    claire, cached = claire_by_mail, claire_by_mail.secret()
+    decisions = []
+
+    def mail_login():
+        decisions.append(verifier.verify(claire.mailbox, cached, "192.0.2.7", "imap"))
+        connection.close()
+
+    landing = threading.Thread(target=mail_login)
+
+    def while_resetting(sender, instance, **kwargs):
+        landing.start()
+        landing.join(timeout=2)  # it may have to wait for the reset: not forever
+
+    pre_delete.connect(while_resetting, sender=Device, dispatch_uid="while_resetting")
+    try:
+        helpdesk.reset_device(claire.professional)
+    finally:
+        pre_delete.disconnect(sender=Device, dispatch_uid="while_resetting")
+    landing.join(timeout=30)
+
+    assert decisions and not decisions[0].ok
+    assert not MailSession.objects.filter(revoked_at__isnull=True).exists()
+    assert not verifier.verify(claire.mailbox, cached, "192.0.2.7", "imap").ok
 
 
 def test_a_reset_needs_a_new_psc_login_before_enrolling_again(
