@@ -57,6 +57,23 @@ def hashes_during(action) -> int:
     return spy.call_count
 
 
+def test_the_trail_keeps_no_password_typed_as_the_user_name(claire):
+    wrong_code = f"{(int(claire.code()) + 1) % 10**6:06d}"
+    for typed, secret in [
+        ("Tr0ub4dor&3-secret", claire.secret()),  # the password pasted in the wrong field
+        ("personne@demo.mssante.fr", claire.secret()),  # no such mailbox
+        (claire.mailbox, claire.password + wrong_code),
+    ]:
+        assert not ok(nginx_ask(typed, secret))
+
+    rows = AuditEvent.objects.filter(action="mail.login").order_by("id")
+    assert list(rows.values_list("target", "details__reason")) == [
+        ("", "unknown_mailbox"),
+        ("@demo.mssante.fr", "unknown_mailbox"),
+        ("claire.martin@demo.mssante.fr", "wrong_code"),
+    ]
+
+
 def test_a_good_password_and_code_log_in(claire):
     answer = nginx_ask(claire.mailbox, claire.secret())
 
