@@ -4,6 +4,7 @@ JSON, written as it is read: the auditors' page (enrolment/staff_views.py) and
 
 import csv
 import json
+import re
 from datetime import UTC, datetime, time, timedelta
 
 from django import forms
@@ -67,7 +68,9 @@ class _Echo:
 
 
 def _csv_lines(rows):
-    writer = csv.writer(_Echo())
+    # Every cell quoted: a spreadsheet that splits on ";" (French Excel's default) would
+    # otherwise cut "x;=2+5" typed as a mail user name into a cell that starts a formula.
+    writer = csv.writer(_Echo(), quoting=csv.QUOTE_ALL)
     yield writer.writerow(EXPORT_FIELDS)
     for row in rows:
         record = _exported(row)
@@ -75,11 +78,17 @@ def _csv_lines(rows):
         yield writer.writerow([_inert(value) for value in record.values()])
 
 
+# A formula's first character, at the start of a cell or after a separator.
+_FORMULA_START = re.compile(r"(^|[;,])([=+\-@\t\r])")
+
+
 def _inert(value):
-    """A cell a spreadsheet will not run: the trail holds what clients typed (a mailbox at
-    an IMAP login), and "=HYPERLINK(...)" must stay text (OWASP's CSV injection advice)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
+    """A cell a spreadsheet will not run: the trail holds what people typed (a helpdesk
+    reason, a mail user name), and "=HYPERLINK(...)" must stay text (OWASP's CSV injection
+    advice). After a ";" or "," too: a spreadsheet that splits this file on another
+    separator than its own (French Excel on ";") ignores its quotes and starts a cell there."""
+    if isinstance(value, str):
+        return _FORMULA_START.sub(r"\1'\2", value)
     return value
 
 

@@ -70,6 +70,29 @@ def test_export_by_mailbox_and_period(auditor_client, trail):
     assert trail[1].id not in ids  # 40 days ago
 
 
+def test_no_cell_of_the_csv_export_is_a_formula(auditor_client, trail):
+    """Read as CSV, and as French Excel reads it: split on ";", quotes or not."""
+    for typed in ['=HYPERLINK("http://x.example")', "x;=2+5;", "a,@SUM(1)", "-1+1"]:
+        details = {"reason": f"ticket 12;{typed}"}  # a helpdesk reason holds what staff typed
+        trail_row = audit.event(
+            actor_kind="staff",
+            actor="alice",
+            action="helpdesk.end-sessions",
+            target=typed,
+            outcome="ok",
+            details=details,
+        )
+        audit.insert(trail_row)
+    response = auditor_client.get("/audit/export.csv")
+    body = b"".join(response.streaming_content).decode()
+
+    as_csv = [cell for row in csv.reader(io.StringIO(body)) for cell in row]
+    split_on_semicolons = [cell.strip('"') for cell in body.replace("\n", ";").split(";")]
+    for cells in (as_csv, split_on_semicolons):
+        assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
+    assert "'=HYPERLINK" in body  # kept, as text
+
+
 def test_each_export_is_audited(auditor_client, trail):
     exported(auditor_client, "csv", mailbox="claire.martin@demo.mssante.fr")
     event = AuditEvent.objects.get(action="audit.export")
