@@ -3,6 +3,8 @@ database, and seals tampered with, are each reported by `manage.py verify_audit`
 row; an untouched trail verifies clean, also after a retention purge."""
 
 import re
+import threading
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -197,6 +199,75 @@ def test_the_purge_keeps_the_chain_verifiable(settings):
     assert f"row {recent[1].id} is missing" in verify_audit()[1]
     AuditSeal.objects.filter(seq=2).update(purged_at=timezone.now())
     assert "seal 2 is marked purged falsely" in verify_audit()[1]
+
+
+on_postgresql = pytest.mark.skipif(connection.vendor != "postgresql", reason="two nodes at once")
+
+
+def on_another_node(work):
+    """``work`` on a connection of its own, as another node's timer would run it."""
+    failures = []
+
+    def run():
+        try:
+            work()
+        except Exception as failure:  # reported to the test
+            failures.append(failure)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, failures
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("seals_before", [0, 1])
+def test_two_sealers_at_once_take_turns(settings, monkeypatch, seals_before):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    if seals_before:
+        events(3)
+        audit_chain.seal()
+    events(5)
+    slow_digest = audit_chain._digest
+
+    def digest_slowly(ids_and_macs):  # each sealer holds its transaction a while
+        time.sleep(0.3)
+        return slow_digest(ids_and_macs)
+
+    monkeypatch.setattr(audit_chain, "_digest", digest_slowly)
+    first, first_failures = on_another_node(audit_chain.seal)
+    second, second_failures = on_another_node(audit_chain.seal)
+    first.join(timeout=30)
+    second.join(timeout=30)
+
+    assert first_failures == second_failures == []
+    assert list(AuditSeal.objects.values_list("seq", flat=True).order_by("seq")) == [
+        *range(1, seals_before + 2)
+    ]
+    assert audit_chain.verify() == []
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_on_another_node_during_a_verification_is_no_tampering(settings, monkeypatch):
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    events(5, at=timezone.now() - timedelta(days=200))
+    audit_chain.seal()
+    events(4)
+    audit_chain.seal()
+    real_check_copies = audit_chain._check_copies
+
+    def purged_by_another_node_now():  # the seals are read, the rows not yet
+        node, failures = on_another_node(lambda: call_command("purge_audit", stdout=StringIO()))
+        node.join(timeout=30)
+        assert failures == []
+        yield from real_check_copies()
+
+    monkeypatch.setattr(audit_chain, "_check_copies", purged_by_another_node_now)
+    assert audit_chain.verify() == []
+    assert AuditSeal.objects.filter(purged_at__isnull=False).count() == 1
 
 
 @pytest.mark.parametrize(
