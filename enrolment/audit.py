@@ -46,6 +46,23 @@ def actor_of(request) -> tuple[str, str]:
     return AuditEvent.ActorKind.STAFF, user.get_username()
 
 
+def logged_out(sender, request, user, **kwargs):
+    """Django's user_logged_out: a professional's logout (through PSC's end-session too) or
+    a staff member's, while the request still knows who."""
+    if user is None:
+        return
+    professional = getattr(user, "professional", None)
+    write(
+        actor_kind=AuditEvent.ActorKind.PROFESSIONAL
+        if professional
+        else AuditEvent.ActorKind.STAFF,
+        actor=professional.national_id if professional else user.get_username(),
+        action="psc.logout" if professional else "staff.logout",
+        outcome="ok",
+        client_ip=client_ip(request),
+    )
+
+
 def record(request, action: str, *, outcome: str = "", target: str = "", details=None):
     """An action taken through the site, by whoever the request belongs to."""
     actor_kind, actor = actor_of(request)

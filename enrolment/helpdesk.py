@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from enrolment import audit, notify, throttle
-from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Professional
+from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
 
 SEARCH_LIMIT = 50
 
@@ -30,10 +30,9 @@ def search(query: str) -> Found:
     query = " ".join(query.split())[:254]
     if len(query) < 2:
         return Found([], False)
-    exact = Q(national_id=query) | Q(mailboxes__address=Mailbox.normalise_address(query))
-    found = _first(Professional.objects.filter(exact))
-    if found.professionals:
-        return found
+    exact = _exactly(query)
+    if exact:
+        return _first(Professional.objects.filter(pk__in=exact))
     every_word = Q()
     for word in query.split():
         every_word &= (
@@ -42,6 +41,14 @@ def search(query: str) -> Found:
             | Q(mailboxes__address__icontains=word)
         )
     return _first(Professional.objects.filter(every_word))
+
+
+def _exactly(query: str) -> set[int]:
+    """The professional of that national id, and the members of that mailbox: two lookups by
+    their unique indexes (one query with an OR across the join would read whole tables)."""
+    by_id = Professional.objects.filter(national_id=query).values_list("pk", flat=True)
+    members = Membership.objects.filter(mailbox__address=Mailbox.normalise_address(query))
+    return set(by_id) | set(members.values_list("professional_id", flat=True))
 
 
 def _first(professionals) -> Found:

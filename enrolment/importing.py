@@ -27,6 +27,7 @@ NATIONAL_ID = re.compile(r"^[A-Za-z0-9]{2,32}$")
 REQUIRED_COLUMNS = ("address", "kind", "national_id")
 OPTIONAL_COLUMNS = ("given_name", "family_name", "active")
 TRUE_WORDS = {"", "1", "true", "yes", "oui"}
+NAME_LENGTH = Professional._meta.get_field("given_name").max_length
 FALSE_WORDS = {"0", "false", "no", "non"}
 
 
@@ -83,10 +84,29 @@ def read_rows(text: str, file_name: str) -> list[Row]:
 
 def _csv_records(text: str) -> list[tuple[str, dict]]:
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    _check_columns(reader.fieldnames or [], "line 1")
+    records = []
+    for record in reader:
+        where = f"line {reader.line_num}"
+        if None in record:  # DictReader's key for the fields beyond the header's
+            raise ImportFileError([f"{where}: more fields than the header's columns"])
+        records.append((where, record))
+    return records
+
+
+def _check_columns(columns, where: str) -> None:
+    """Every required column, and none unknown: a misspelt "Active" or "actif" would
+    otherwise be ignored, and the deactivations it holds lost without a word."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    problems = []
     if missing:
-        raise ImportFileError([f"line 1: missing column(s): {', '.join(missing)}"])
-    return [(f"line {reader.line_num}", record) for record in reader]
+        problems.append(f"{where}: missing column(s): {', '.join(missing)}")
+    if unknown:
+        known = ", ".join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+        problems.append(f"{where}: unknown column(s): {', '.join(unknown)} (known: {known})")
+    if problems:
+        raise ImportFileError(problems)
 
 
 def _json_records(text: str) -> list[tuple[str, dict]]:
@@ -96,6 +116,8 @@ def _json_records(text: str) -> list[tuple[str, dict]]:
         raise ImportFileError([f"line {exc.lineno}: not valid JSON ({exc.msg})"]) from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ImportFileError(["the JSON file must hold a list of objects"])
+    for number, record in enumerate(records, start=1):
+        _check_columns(list(record), f"entry {number}")
     return [
         (f"entry {number}", {k: "" if v is None else str(v) for k, v in record.items()})
         for number, record in enumerate(records, start=1)
@@ -108,6 +130,10 @@ def _parse_row(record: dict, where: str) -> Row:
 
     address = Mailbox.normalise_address(value("address"))
     validate_email(address)
+    if len(address) > 254 or not address.isascii():
+        # The verifier refuses longer or non-ASCII names (RFC 5321's path, casefolding
+        # across scripts): such a mailbox could never log in.
+        raise ValidationError(f"address {address[:60]!r} must be ASCII, 254 characters at most")
     kind = value("kind").lower()
     if kind not in Mailbox.Kind.values:
         raise ValidationError(f"kind must be personal or organisational, not {kind!r}")
@@ -117,6 +143,9 @@ def _parse_row(record: dict, where: str) -> Row:
     active_word = value("active").lower()
     if active_word not in TRUE_WORDS | FALSE_WORDS:
         raise ValidationError(f"active must be true or false, not {active_word!r}")
+    for column in ("given_name", "family_name"):
+        if len(value(column)) > NAME_LENGTH or not value(column).isprintable():
+            raise ValidationError(f"{column} must be printable, {NAME_LENGTH} characters at most")
     return Row(
         where=where,
         address=address,
@@ -129,14 +158,22 @@ def _parse_row(record: dict, where: str) -> Row:
 
 
 def consistency_problems(rows: list[Row]) -> list[str]:
-    """A mailbox keeps one kind throughout the file, and a personal one has one holder."""
+    """A mailbox keeps one kind and one state throughout the file, a professional one name,
+    and a personal mailbox has one holder. (Else the last row would win, and each import of
+    the same file would switch a mailbox off and on, ending its sessions.)"""
     problems = []
-    first_row_of = {}
+    first_row_of, first_named = {}, {}
     holders = defaultdict(set)
     for row in rows:
         first = first_row_of.setdefault(row.address, row)
         if row.kind != first.kind:
             problems.append(f"{row.where}: {row.address} is {first.kind} at {first.where}")
+        if row.active != first.active:
+            problems.append(f"{row.where}: {row.address} is active={first.active} at {first.where}")
+        name = (row.given_name, row.family_name)
+        named = first_named.setdefault(row.national_id, row) if any(name) else row
+        if name != (named.given_name, named.family_name):  # no name: keep the one known
+            problems.append(f"{row.where}: {row.national_id} has another name at {named.where}")
         holders[row.address].add(row.national_id)
         if row.kind == Mailbox.Kind.PERSONAL and len(holders[row.address]) > 1:
             problems.append(f"{row.where}: personal mailbox {row.address} has a second holder")

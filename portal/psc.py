@@ -263,14 +263,25 @@ class PSCLoginView(OIDCAuthenticationRequestView):
         params = {"acr_values": settings.PSC_REQUIRED_ACR}
         request.session["psc_reauth_asked"] = bool(request.GET.get("reauth"))
         if request.GET.get("reauth"):
-            # Half the window: a login PSC reuses is then young enough for several minutes
-            # of the page's work, not sent back to PSC seconds after returning from it.
-            params["max_age"] = reauth_max_age()
+            params["max_age"] = reauth_max_age(request)
         return params
 
 
-def reauth_max_age() -> int:
-    return settings.PSC_RECENT_LOGIN_SECONDS // 2
+def reauth_max_age(request) -> int:
+    """Half the window: a login PSC reuses is then young enough for several minutes of the
+    page's work, not sent back to PSC seconds after returning from it. After a helpdesk
+    reset, no older than the reset: PSC would otherwise answer with its login from before
+    it, which recent_psc_login refuses, and send the browser round in a loop."""
+    max_age = settings.PSC_RECENT_LOGIN_SECONDS // 2
+    reset_at = _access_reset_at(request)
+    if reset_at is not None:
+        max_age = min(max_age, max(0, int(time.time() - reset_at.timestamp())))
+    return max_age
+
+
+def _access_reset_at(request):
+    professional = getattr(request.user, "professional", None)
+    return getattr(professional, "access_reset_at", None)
 
 
 class PSCCallbackView(OIDCAuthenticationCallbackView):
@@ -332,10 +343,10 @@ def recent_psc_login(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         auth_time = request.session.get("psc_auth_time", 0)
-        professional = getattr(request.user, "professional", None)
-        reset_at = getattr(professional, "access_reset_at", None)
-        # After a helpdesk reset, only a PSC login made since counts.
-        reset_since = reset_at is not None and auth_time <= reset_at.timestamp()
+        reset_at = _access_reset_at(request)
+        # After a helpdesk reset, only a PSC login made since counts (auth_time is in whole
+        # seconds: one in the reset's own second counts as after it).
+        reset_since = reset_at is not None and auth_time < int(reset_at.timestamp())
         if reset_since or time.time() - auth_time > settings.PSC_RECENT_LOGIN_SECONDS:
             query = urlencode({"next": request.get_full_path(), "reauth": "1"})
             return redirect(f"{reverse('oidc_authentication_init')}?{query}")

@@ -27,6 +27,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "portal.apps.StaffAdminConfig",  # the admin, for verified superusers only
+    # Before django.contrib.auth: its createsuperuser and changepassword, audited, are ours.
+    "enrolment",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -35,7 +37,6 @@ INSTALLED_APPS = [
     "django_otp",
     "csp",
     "mozilla_django_oidc",
-    "enrolment",
 ]
 
 MIDDLEWARE = [

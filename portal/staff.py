@@ -130,6 +130,7 @@ class StaffLoginView(LoginView):
     def post(self, request, *args, **kwargs):
         wait = _address_wait(request)
         if wait:
+            _audit_throttled(request, "staff.password")
             # An unbound form: validating the typed one would check its password (a hash per
             # refused request, the very work the throttle is there to spare).
             typed = {"username": request.POST.get("username", "")[:150]}
@@ -179,6 +180,21 @@ def _spend_address_budget(request) -> None:
     throttle.spend_address_token(_budget_key(request))
 
 
+def _audit_throttled(request, action: str) -> None:
+    """A refusal before any check, for an address over its budget: audited once a minute
+    (audit.due), as the verifier's, since each costs its sender nothing."""
+    if audit.due(_budget_key(request), action):
+        user = request.user
+        audit.write(
+            actor_kind="staff",
+            actor=user.get_username() if user.is_authenticated else "",
+            action=action,
+            outcome="reject",
+            client_ip=client_ip(request),
+            details={"reason": "address_throttled"},
+        )
+
+
 def _too_many(wait: int) -> str:
     return ngettext(
         "Too many attempts from this address. Try again in %(seconds)s second.",
@@ -211,6 +227,7 @@ def staff_code(request):
     form = CodeForm(request.POST or None)
     wait = _address_wait(request) if request.method == "POST" else 0
     if wait:
+        _audit_throttled(request, "staff.code")
         form.add_error(None, _too_many(wait))
     elif request.method == "POST" and form.is_valid():
         outcome, device = _check_staff_code(request.user, form.cleaned_data["code"])
@@ -345,6 +362,7 @@ def _ask_for_token(request):
     form = EnrolmentTokenForm(request.POST or None)
     wait = _address_wait(request) if request.method == "POST" else 0
     if wait:
+        _audit_throttled(request, "staff.enrolment_token")
         form.add_error(None, _too_many(wait))
     elif request.method == "POST" and form.is_valid():
         outcome, token = staff_tokens.present(request.user, form.cleaned_data["token"])

@@ -9,6 +9,7 @@ import pytest
 from django.core import mail
 from django.db import connection
 from django.db.models.signals import pre_delete
+from django.test.utils import CaptureQueriesContext
 
 from enrolment import helpdesk, verifier
 from enrolment.models import AuditEvent, Device, Mailbox, MailSession, Membership, Professional
@@ -57,6 +58,33 @@ def test_an_exact_national_id_or_address_finds_only_its_owner(helpdesk_client, c
     assert page_of(claire_by_mail) in html.decode()
     html = helpdesk_client.get("/helpdesk/", {"q": "899700000001"}).content.decode()
     assert page_of(claire_by_mail) in html and "/helpdesk/professionals/1899700000001/" not in html
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plans")
+@pytest.mark.parametrize("query", ["899700000001", "Claire.Martin@demo.mssante.fr"])
+def test_an_exact_search_reads_by_index_only(helpdesk_client, claire_by_mail, query):
+    """At a million professionals a table read is a second per search: every statement of
+    an exact search must be able to use an index (the planner is told to avoid table reads;
+    one it cannot avoid still shows)."""
+    with CaptureQueriesContext(connection) as queries:
+        found = helpdesk.search(query)
+    assert [p.national_id for p in found.professionals] == ["899700000001"]
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        for query_run in queries.captured_queries:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + query_run["sql"])
+            plan = cursor.fetchone()[0][0]["Plan"]
+            assert not list(_whole_table_reads(plan)), query_run["sql"]
+        cursor.execute("RESET enable_seqscan")
+
+
+def _whole_table_reads(node):
+    """The plan's scans of a table with no index condition: a Seq Scan, or an index read
+    end to end."""
+    if "Relation Name" in node and "Index Cond" not in node and "Recheck Cond" not in node:
+        yield node["Node Type"], node["Relation Name"]
+    for child in node.get("Plans", []):
+        yield from _whole_table_reads(child)
 
 
 def test_a_search_that_matches_nobody_says_so(helpdesk_client, claire_by_mail):

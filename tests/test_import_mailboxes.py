@@ -107,6 +107,39 @@ def test_a_missing_column_is_reported(tmp_path):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content", "refusal"),
+    [
+        (GOOD_CSV.replace("family_name", "family_name,Active"), "unknown column(s): Active"),
+        (GOOD_CSV + "x@y.mssante.fr,personal,899700000007,Jo,Lee,oops\n", "line 5: more fields"),
+        (
+            GOOD_CSV.replace("family_name", "family_name,active")
+            .replace("Benali", "Benali,1")
+            .replace("Moreau", "Moreau,0")
+            .replace("Martin\n", "Martin,1\n"),
+            "line 4: accueil@clinique.mssante.fr is active=True at line 3",
+        ),
+        (
+            GOOD_CSV + "autre@clinique.mssante.fr,personal,899700000002,Sophie,Benali\n",
+            "line 5: 899700000002 has another name at line 3",
+        ),
+        (GOOD_CSV + "a" * 250 + "@x.fr,personal,899700000008,,\n", "254 characters at most"),
+        (GOOD_CSV + "medecin@hôpital.fr,personal,899700000008,,\n", "must be ASCII"),
+        (GOOD_CSV + "n@x.mssante.fr,personal,899700000008,Jean\x00,Nul\n", "must be printable"),
+    ],
+)
+def test_a_file_that_says_two_things_or_what_cannot_be_stored_is_refused(
+    tmp_path, content, refusal
+):
+    with pytest.raises(CommandError) as refused:
+        import_file(tmp_path, content)
+    assert "nothing imported" in str(refused.value) and refusal in str(refused.value)
+    assert database_state() == ([], [], [])
+    [row] = AuditEvent.objects.filter(action="mailboxes.import")
+    assert row.outcome == "reject"
+
+
+@pytest.mark.django_db
 def test_a_change_in_the_file_updates_the_rows(tmp_path):
     import_file(tmp_path, GOOD_CSV)
     out = import_file(

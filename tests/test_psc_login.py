@@ -11,6 +11,7 @@ import pytest
 import requests
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.utils import timezone
 
 from enrolment.models import AuditEvent, Professional
 from tests.psc_standin import CLIENT_SECRET, log_in, login_form_action
@@ -393,6 +394,23 @@ def test_an_old_login_goes_back_through_psc_and_returns_to_the_page(portal, visi
     assert AuditEvent.objects.filter(action="psc.login", outcome="ok").count() == 2
 
 
+def test_after_a_helpdesk_reset_psc_is_asked_for_a_new_login_not_sent_round(portal, visitor):
+    """PSC's own session is seconds old, but from before the reset: a max_age of minutes
+    would have PSC answer with it, which the portal refuses, again and again."""
+    log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
+    time.sleep(1.1)
+    Professional.objects.filter(national_id=DOCTOR).update(access_reset_at=timezone.now())
+
+    back_to_psc = visitor.get(f"{portal}/enrolment/", allow_redirects=False, timeout=10)
+    page = visitor.get(urljoin(portal, back_to_psc.headers["Location"]), timeout=10)
+    again = visitor.post(
+        login_form_action(page), data={"sub": DOCTOR, "action": "login"}, timeout=10
+    )  # PSC asked for the card again
+
+    assert again.url == f"{portal}/enrolment/"
+    assert "Enrol your phone" in again.text
+
+
 def test_an_id_token_without_auth_time_counts_as_an_old_login(settings, rf):
     """The recent-login rule then sends the professional back through PSC, with max_age."""
     from portal.psc import PSCBackend
@@ -438,6 +456,8 @@ def test_logout_goes_through_psc_end_session(portal, visitor, standin_psc):
     assert query["post_logout_redirect_uri"] == [f"{portal}/"]
     assert query["id_token_hint"][0].count(".") == 2
     assert logged_in_sessions() == []
+    [logout] = AuditEvent.objects.filter(action="psc.logout")
+    assert (logout.actor_kind, logout.actor, logout.outcome) == ("professional", DOCTOR, "ok")
 
 
 def test_psc_stopped_during_a_login_gets_a_clear_page_then_works_again(

@@ -92,6 +92,10 @@ def test_password_guessing_from_one_address_is_slowed(client, make_staff, settin
     refused = client.post("/staff/login/", {"username": "alice", "password": alice.password})
     assert refused.status_code == 429
     assert "Trop de tentatives" in refused.content.decode()
+    client.post("/staff/login/", {"username": "alice", "password": "guess-4"})
+    # The throttled refusals, which cost their sender nothing, in the trail once a minute.
+    throttled = AuditEvent.objects.filter(details__reason="address_throttled")
+    assert list(throttled.values_list("action", "outcome")) == [("staff.password", "reject")]
     other_address = Client(REMOTE_ADDR="192.0.2.44")
     assert log_in(other_address, alice).get("/helpdesk/").status_code == 200
 
@@ -171,6 +175,13 @@ def test_a_staff_session_ends_when_idle_and_asks_a_code_each_day(helpdesk_client
     session.save()
     response = helpdesk_client.get("/helpdesk/")
     assert response.status_code == 302 and response["Location"].startswith("/staff/code/")
+
+
+def test_a_logout_is_audited(helpdesk_client):
+    helpdesk_client.post("/staff/logout/")
+    assert helpdesk_client.get("/helpdesk/").status_code == 302
+    [row] = AuditEvent.objects.filter(action="staff.logout")
+    assert (row.actor_kind, row.actor, row.outcome) == ("staff", "alice", "ok")
 
 
 def test_professionals_never_reach_the_staff_login_steps(professional_client):
@@ -300,6 +311,24 @@ def test_a_throttled_address_cannot_present_even_the_right_token(client, make_st
     throttled = present_token(client, chloe)
     assert throttled.status_code == 429 and "Trop de tentatives" in throttled.content.decode()
     assert 'id="secret"' not in throttled.content.decode()
+
+
+def test_djangos_own_account_commands_are_audited(db, monkeypatch, make_staff):
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "Racine-Solide-Orage-47")
+    call_command("createsuperuser", "--noinput", "--username", "root", "--email", "r@op.example")
+    make_staff("alice", "helpdesk")
+    typed = iter(["Nouveau-Passe-Long-2027"] * 2)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(typed))
+    call_command("changepassword", "alice", stdout=io.StringIO())
+    with pytest.raises(CommandError):  # no such account: nothing changed, nothing audited
+        call_command("changepassword", "personne", stdout=io.StringIO())
+
+    rows = AuditEvent.objects.filter(action__in=["staff.create_superuser", "staff.change_password"])
+    assert sorted(rows.values_list("action", "actor", "target")) == [
+        ("staff.change_password", "manage.py changepassword", "alice"),
+        ("staff.create_superuser", "manage.py createsuperuser", "root"),
+    ]
+    assert not [row for row in rows if "Passe" in str(row.details) + row.target]
 
 
 def test_the_staff_command_gives_a_token_with_each_account_and_phone_reset(client, monkeypatch):

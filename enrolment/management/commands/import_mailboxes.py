@@ -8,6 +8,7 @@ Example usage::
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, no_translations
+from django.db import transaction
 
 from enrolment import audit
 from enrolment.importing import ImportFileError, import_rows, read_rows
@@ -30,17 +31,26 @@ class Command(BaseCommand):
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read {path}: {exc}") from None
         try:
-            result = import_rows(read_rows(text, path.name))
+            # The import and its audit row commit together, or neither.
+            with transaction.atomic():
+                result = import_rows(read_rows(text, path.name))
+                if result.changed_anything:  # who may log in to which mailbox changed
+                    self._audit(path, "ok", created=result.created, updated=result.updated)
         except ImportFileError as exc:
+            self._audit(path, "reject", problems=len(exc.problems))
             raise CommandError(f"{path}: nothing imported.\n{exc}") from None
         verdict = "" if result.changed_anything else " (nothing to change)"
-        if result.changed_anything:  # who may log in to which mailbox changed
-            audit.write(
-                actor_kind=AuditEvent.ActorKind.SYSTEM,
-                actor="manage.py import_mailboxes",
-                action="mailboxes.import",
-                target=path.name[:254],
-                outcome="ok",
-                details={"created": dict(result.created), "updated": dict(result.updated)},
-            )
         self.stdout.write(f"{path}: {result.summary()}{verdict}")
+
+    def _audit(self, path: Path, outcome: str, **details):
+        audit.write(
+            actor_kind=AuditEvent.ActorKind.SYSTEM,
+            actor="manage.py import_mailboxes",
+            action="mailboxes.import",
+            target=path.name[:254],
+            outcome=outcome,
+            details={
+                name: dict(value) if isinstance(value, dict) else value
+                for name, value in details.items()
+            },
+        )
