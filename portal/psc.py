@@ -154,14 +154,23 @@ class PSCBackend(OIDCAuthenticationBackend):
         # mTLS client authentication (PSC's "Espace de Confiance"): the certificate replaces
         # the secret, which is not sent.
         payload.pop("client_secret", None)
-        response = requests.post(
-            self.OIDC_OP_TOKEN_ENDPOINT,
-            data=payload,
-            cert=(settings.PSC_CLIENT_CERT_FILE, settings.PSC_CLIENT_KEY_FILE),
-            verify=settings.OIDC_VERIFY_SSL,
-            timeout=settings.OIDC_TIMEOUT,
-        )
+        response = _with_certificate(requests.post, self.OIDC_OP_TOKEN_ENDPOINT, data=payload)
         self.raise_token_response_error(response)
+        return response.json()
+
+    def get_userinfo(self, access_token, id_token, payload):
+        if not settings.PSC_CLIENT_CERT_FILE:
+            return super().get_userinfo(access_token, id_token, payload)
+        # PSC binds the access token to the certificate that obtained it
+        # (tls_client_certificate_bound_access_tokens): the userinfo call presents it too.
+        response = _with_certificate(
+            requests.get,
+            self.OIDC_OP_USER_ENDPOINT,
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
+        response.raise_for_status()
+        if response.headers.get("content-type", "").lower().startswith("application/jwt"):
+            return self.verify_token(response.text)  # a signed userinfo answer
         return response.json()
 
     def verify_token(self, token, **kwargs):
@@ -253,6 +262,16 @@ class PSCBackend(OIDCAuthenticationBackend):
         professional.last_login_method = str(claims.get("authMode", ""))[:32]
         professional.save()
         return user
+
+
+def _with_certificate(send, url: str, **kwargs):
+    return send(
+        url,
+        cert=(settings.PSC_CLIENT_CERT_FILE, settings.PSC_CLIENT_KEY_FILE),
+        verify=settings.OIDC_VERIFY_SSL,
+        timeout=settings.OIDC_TIMEOUT,
+        **kwargs,
+    )
 
 
 class PSCLoginView(OIDCAuthenticationRequestView):

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from enrolment.models import AuditEvent, Professional
 from tests.psc_standin import CLIENT_SECRET, log_in, login_form_action
-from tests.token_proxy import TokenProxy, UserinfoProxy
+from tests.token_proxy import MutualTLSProxy, TokenProxy, UserinfoProxy, make_test_pki
 
 DOCTOR, NURSE, STRANGER = "899700000001", "899700000002", "899700000099"
 
@@ -319,6 +319,30 @@ def test_a_psc_clock_a_little_ahead_is_tolerated_and_an_expired_token_is_not(
     page = late.get(follow_to_callback(late, authorize_url(late, portal), NURSE), timeout=10)
     assert page.status_code == 400
     assert not Professional.objects.filter(national_id=NURSE, user__isnull=False).exists()
+
+
+@pytest.fixture
+def psc_by_mutual_tls(standin_psc, settings, tmp_path):
+    """The portal in PSC_CLIENT_CERT_FILE mode, PSC's token and userinfo behind mTLS."""
+    pki = make_test_pki(tmp_path)
+    proxy = MutualTLSProxy(standin_psc.issuer, pki, CLIENT_SECRET)
+    settings.OIDC_OP_TOKEN_ENDPOINT = f"{proxy.url}/token"
+    settings.OIDC_OP_USER_ENDPOINT = f"{proxy.url}/me"
+    settings.PSC_CLIENT_CERT_FILE = str(pki["client.crt"])
+    settings.PSC_CLIENT_KEY_FILE = str(pki["client.key"])
+    settings.OIDC_VERIFY_SSL = str(pki["ca.crt"])
+    yield proxy
+    proxy.close()
+
+
+def test_in_mutual_tls_mode_every_call_to_psc_presents_the_certificate(
+    portal, visitor, psc_by_mutual_tls
+):
+    """The Espace de Confiance: the certificate replaces the secret at the token endpoint,
+    and PSC binds the access token to it, so the userinfo call must present it too."""
+    home = log_in(visitor, f"{portal}/oidc/authenticate/", DOCTOR)
+    assert "Claire Martin" in home.text
+    assert psc_by_mutual_tls.presented == [("/token", "portal-client"), ("/me", "portal-client")]
 
 
 def test_a_deactivated_professional_is_logged_out_at_the_next_page(portal, visitor):
