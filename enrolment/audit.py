@@ -10,14 +10,18 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import secrets
 from datetime import UTC
 
+from django.db import DatabaseError
 from django.utils import timezone
 
 from enrolment import audit_keys, clock
 from enrolment.models import AuditEvent
 from portal.client import client_ip
+
+logger = logging.getLogger(__name__)
 
 _last_sampled: dict[tuple[str, str], float] = {}
 
@@ -48,19 +52,23 @@ def actor_of(request) -> tuple[str, str]:
 
 def logged_out(sender, request, user, **kwargs):
     """Django's user_logged_out: a professional's logout (through PSC's end-session too) or
-    a staff member's, while the request still knows who."""
+    a staff member's, while the request still knows who. Sent before the session is ended:
+    a row that cannot be written must not keep the session open."""
     if user is None:
         return
     professional = getattr(user, "professional", None)
-    write(
-        actor_kind=AuditEvent.ActorKind.PROFESSIONAL
-        if professional
-        else AuditEvent.ActorKind.STAFF,
-        actor=professional.national_id if professional else user.get_username(),
-        action="psc.logout" if professional else "staff.logout",
-        outcome="ok",
-        client_ip=client_ip(request),
-    )
+    try:
+        write(
+            actor_kind=AuditEvent.ActorKind.PROFESSIONAL
+            if professional
+            else AuditEvent.ActorKind.STAFF,
+            actor=professional.national_id if professional else user.get_username(),
+            action="psc.logout" if professional else "staff.logout",
+            outcome="ok",
+            client_ip=client_ip(request),
+        )
+    except DatabaseError:
+        logger.exception("logout of %s not audited", user.get_username())
 
 
 def record(request, action: str, *, outcome: str = "", target: str = "", details=None):

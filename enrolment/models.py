@@ -124,11 +124,14 @@ class Membership(models.Model):
 
 @receiver(pre_delete, sender="enrolment.Device")  # defined below
 def end_sessions_of_a_removed_device(sender, instance, **kwargs):
-    # The device's row lock first, held until the deletion commits (pre_delete runs in its
+    # The device's row lock, held until the deletion commits (pre_delete runs in its
     # transaction): a mail login claims its code by updating that row, so one in flight
     # either committed its session before this revocation, which ends it, or waits and
     # then finds no device. Without the lock, a session made between the revocation and
-    # the deletion's own SET NULL stayed live, its device gone.
+    # the deletion's own SET NULL stayed live, its device gone. Its sessions' locks first:
+    # the verifier's refusals lock sessions, then the device; the same order, no deadlock.
+    sessions = MailSession.objects.filter(device_id=instance.pk)
+    list(sessions.select_for_update().values_list("pk"))
     list(Device.objects.select_for_update().filter(pk=instance.pk).values_list("pk"))
     MailSession.objects.filter(device_id=instance.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now(), revoked_reason="device_removed"

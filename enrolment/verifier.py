@@ -568,19 +568,35 @@ def _audit_event(decision: Decision, attempt: Attempt) -> AuditEvent:
     )
 
 
+# Refusals decided once a mailbox of the typed name was found (or a session of it).
+MAILBOX_FOUND = frozenset(
+    {
+        "wrong_code",
+        "wrong_password",
+        "wrong_password_and_code",
+        "no_device",
+        "professional_throttled",
+        "session_ended_or_elsewhere",
+        "code_reused",
+        "seed_key_missing",
+    }
+)
+
+
 def _auditable_name(typed: str, decision: Decision) -> str:
     """What of the typed user name the trail keeps. People paste their password into the
-    user name field: a name that is no address is not kept, and of an address no mailbox
-    has, only the domain (which still shows a spray of made-up names on one domain)."""
-    if decision.outcome is Outcome.OK:
+    user name field: the name in full only when a mailbox has it (a login, or a refusal
+    after finding it); else only the domain of an address (which still shows a spray of
+    made-up names on one domain), and nothing of what is no address."""
+    if len(typed) > 254:  # the column's size; validate_email takes up to 320
+        return ""
+    if decision.outcome is Outcome.OK or decision.reason in MAILBOX_FOUND:
         return typed
     try:
         validate_email(typed)
     except ValidationError:
         return ""
-    if decision.reason == "unknown_mailbox":
-        return "@" + typed.rsplit("@", 1)[1]
-    return typed
+    return "@" + typed.rsplit("@", 1)[1]
 
 
 def _valid_ip_or_none(client_ip: str):

@@ -20,6 +20,7 @@ from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
 from django.db import transaction
+from django.middleware.csrf import rotate_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -367,6 +368,7 @@ def _ask_for_token(request):
     elif request.method == "POST" and form.is_valid():
         outcome, token = staff_tokens.present(request.user, form.cleaned_data["token"])
         if token is not None:
+            _new_session_key(request)  # the key it unlocks is for this browser alone
             request.session[PRESENTED_TOKEN] = token.pk
             audit.record(request, "staff.enrolment_token", outcome="ok")
             return _step("staff_enrol", request)
@@ -415,13 +417,20 @@ def _tell_staff_member(user) -> None:
 
 
 def _verified(request, device: Device, action: str):
-    # A new session key with the second factor: a session that someone who knew only the
-    # password made, and planted in the staff member's browser, stays unverified.
-    request.session.cycle_key()
+    _new_session_key(request)
     otp_login(request, device)
     request.session[VERIFIED_AT] = int(time.time())
     audit.record(request, action, outcome="ok")
     return redirect(_next_url(request))
+
+
+def _new_session_key(request) -> None:
+    """At each step past the password (the enrolment token, the code): a session that
+    someone who knew only the password made, and planted in the staff member's browser,
+    gains nothing from what the staff member types there. A new CSRF secret too, as
+    Django's own login() gives."""
+    request.session.cycle_key()
+    rotate_token(request)
 
 
 @never_cache

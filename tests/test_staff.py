@@ -12,7 +12,7 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -129,6 +129,19 @@ def test_the_code_gives_the_session_a_new_key(make_staff):
     assert attacker.get("/helpdesk/").status_code == 302  # to a login step, no page
 
 
+def test_the_enrolment_token_gives_the_session_a_new_key(make_staff):
+    """The token unlocks the new phone's key: a planted password-only session must not see
+    the key the staff member is shown."""
+    chloe = make_staff("chloe", "auditor", enrolled=False)
+    attacker = Client()
+    attacker.post("/staff/login/", {"username": "chloe", "password": chloe.password})
+    victim = Client()
+    victim.cookies["sessionid"] = attacker.cookies["sessionid"].value
+
+    assert 'id="secret"' in present_token_text(victim, chloe.enrolment_token, follow=True)
+    assert 'id="secret"' not in attacker.get("/staff/enrol/").content.decode()
+
+
 def test_a_throttled_login_does_not_check_the_password(client, make_staff, settings):
     settings.THROTTLE_ADDRESS_BURST = 2
     make_staff("alice", "helpdesk")
@@ -182,6 +195,12 @@ def test_a_logout_is_audited(helpdesk_client):
     assert helpdesk_client.get("/helpdesk/").status_code == 302
     [row] = AuditEvent.objects.filter(action="staff.logout")
     assert (row.actor_kind, row.actor, row.outcome) == ("staff", "alice", "ok")
+
+
+def test_a_logout_ends_the_session_even_if_the_trail_cannot_be_written(helpdesk_client):
+    with mock.patch("enrolment.audit.insert", side_effect=DatabaseError("disk full")):
+        assert helpdesk_client.post("/staff/logout/").status_code == 302
+    assert helpdesk_client.get("/helpdesk/").status_code == 302  # logged out all the same
 
 
 def test_professionals_never_reach_the_staff_login_steps(professional_client):

@@ -59,9 +59,12 @@ def hashes_during(action) -> int:
 
 def test_the_trail_keeps_no_password_typed_as_the_user_name(claire):
     wrong_code = f"{(int(claire.code()) + 1) % 10**6:06d}"
+    too_long = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + ".fr"
     for typed, secret in [
         ("Tr0ub4dor&3-secret", claire.secret()),  # the password pasted in the wrong field
         ("personne@demo.mssante.fr", claire.secret()),  # no such mailbox
+        ("personne@demo.mssante.fr", claire.secret()),  # the same, refused before any lookup
+        (too_long, claire.secret()),  # an address, but longer than any mailbox's
         (claire.mailbox, claire.password + wrong_code),
     ]:
         assert not ok(nginx_ask(typed, secret))
@@ -70,6 +73,8 @@ def test_the_trail_keeps_no_password_typed_as_the_user_name(claire):
     assert list(rows.values_list("target", "details__reason")) == [
         ("", "unknown_mailbox"),
         ("@demo.mssante.fr", "unknown_mailbox"),
+        ("@demo.mssante.fr", "refused_again"),
+        ("", "malformed"),
         ("claire.martin@demo.mssante.fr", "wrong_code"),
     ]
 
