@@ -268,19 +268,30 @@ def verify(anchor: tuple[int, str] | None = None, now: datetime | None = None) -
     anchor = anchor or last_anchor()
     retired, findings = _retirement_bounds(seals)
     findings += list(_check_seals(seals, retired))
-    findings += _but_ranges_purged_meanwhile(seals, list(_check_rows(seals, retired)))
+    findings += _but_ranges_purged_meanwhile(seals, list(_check_rows(seals, retired)), retired)
     findings += list(_check_anchor(seals, anchor))
     findings += list(_check_lag(seals, now or timezone.now()))
     return findings
 
 
-def _but_ranges_purged_meanwhile(seals: list[AuditSeal], findings: list[Finding]) -> list:
+def _but_ranges_purged_meanwhile(seals, findings, retired) -> list[Finding]:
     """The findings, but a range's rows missing or its digest different because another
-    node purged it while they were read (``seals`` were read first, unpurged)."""
-    purged_now = AuditSeal.objects.filter(purged_at__isnull=False).values_list("seq", flat=True)
-    purged_since = set(purged_now) - {seal.seq for seal in seals if seal.purged_at is not None}
+    node purged it while they were read (``seals`` were read first, unpurged). Only for a
+    purge mark that verifies: one forged meanwhile is reported, not taken for an excuse."""
+    purged_before = [seal.seq for seal in seals if seal.purged_at is not None]
+    marked_since = AuditSeal.objects.filter(purged_at__isnull=False).exclude(seq__in=purged_before)
+    excused, bad_marks = set(), []
+    for seal in marked_since:
+        problems = list(_check_purge_mark(seal, retired))
+        if not _seal_holds(seal):
+            problems.append(Finding("seal_altered", f"seal {seal.seq} was altered", seal=seal.seq))
+        if problems:
+            bad_marks += problems
+        else:
+            excused.add(seal.seq)
     incomplete = ("missing", "replaced")
-    return [f for f in findings if not (f.problem in incomplete and f.seal in purged_since)]
+    kept = [f for f in findings if not (f.problem in incomplete and f.seal in excused)]
+    return kept + bad_marks
 
 
 def _check_anchor(seals: list[AuditSeal], anchor) -> Iterator[Finding]:

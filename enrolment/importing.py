@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -90,6 +91,8 @@ def _csv_records(text: str) -> list[tuple[str, dict]]:
         where = f"line {reader.line_num}"
         if None in record:  # DictReader's key for the fields beyond the header's
             raise ImportFileError([f"{where}: more fields than the header's columns"])
+        if any((value or "").strip() for column, value in record.items() if not column.strip()):
+            raise ImportFileError([f"{where}: a value under a column with no name"])
         records.append((where, record))
     return records
 
@@ -98,7 +101,8 @@ def _check_columns(columns, where: str) -> None:
     """Every required column, and none unknown: a misspelt "Active" or "actif" would
     otherwise be ignored, and the deactivations it holds lost without a word."""
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    named = [c for c in columns if c.strip()]  # a trailing comma, as spreadsheets write
+    unknown = [c for c in named if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     problems = []
     if missing:
         problems.append(f"{where}: missing column(s): {', '.join(missing)}")
@@ -144,8 +148,12 @@ def _parse_row(record: dict, where: str) -> Row:
     if active_word not in TRUE_WORDS | FALSE_WORDS:
         raise ValidationError(f"active must be true or false, not {active_word!r}")
     for column in ("given_name", "family_name"):
-        if len(value(column)) > NAME_LENGTH or not value(column).isprintable():
-            raise ValidationError(f"{column} must be printable, {NAME_LENGTH} characters at most")
+        name = value(column)
+        if len(name) > NAME_LENGTH:
+            raise ValidationError(f"{column} is longer than {NAME_LENGTH} characters")
+        control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+        if control is not None:  # NUL, a tab, a line break: a name never holds one
+            raise ValidationError(f"{column} holds the control character U+{ord(control):04X}")
     return Row(
         where=where,
         address=address,

@@ -270,6 +270,26 @@ def test_a_purge_on_another_node_during_a_verification_is_no_tampering(settings,
     assert AuditSeal.objects.filter(purged_at__isnull=False).count() == 1
 
 
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_mark_forged_during_a_verification_is_reported(settings, monkeypatch):
+    """Rows deleted and their seal marked purged by hand while verify_audit reads: the mark,
+    which no purge MACed, is no excuse."""
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    rows = events(5)
+    audit_chain.seal()
+    real_check_copies = audit_chain._check_copies
+
+    def forged_now():
+        sql("DELETE FROM enrolment_auditevent WHERE id = %s", [rows[2].id])
+        sql("UPDATE enrolment_auditseal SET purged_at = now() WHERE seq = 1")
+        yield from real_check_copies()
+
+    monkeypatch.setattr(audit_chain, "_check_copies", forged_now)
+    problems = {finding.problem for finding in audit_chain.verify()}
+    assert {"missing", "seal_altered"} <= problems
+
+
 @pytest.mark.parametrize(
     ("arguments", "refusal"),
     [

@@ -125,7 +125,11 @@ def test_a_missing_column_is_reported(tmp_path):
         ),
         (GOOD_CSV + "a" * 250 + "@x.fr,personal,899700000008,,\n", "254 characters at most"),
         (GOOD_CSV + "medecin@hôpital.fr,personal,899700000008,,\n", "must be ASCII"),
-        (GOOD_CSV + "n@x.mssante.fr,personal,899700000008,Jean\x00,Nul\n", "must be printable"),
+        (GOOD_CSV + "n@x.mssante.fr,personal,899700000008,Jean\x00,Nul\n", "U+0000"),
+        (
+            GOOD_CSV.replace("family_name", "family_name,") + "n@x.fr,personal,8997,J,N,oops\n",
+            "line 5: a value under a column with no name",
+        ),
     ],
 )
 def test_a_file_that_says_two_things_or_what_cannot_be_stored_is_refused(
@@ -137,6 +141,19 @@ def test_a_file_that_says_two_things_or_what_cannot_be_stored_is_refused(
     assert database_state() == ([], [], [])
     [row] = AuditEvent.objects.filter(action="mailboxes.import")
     assert row.outcome == "reject"
+
+
+@pytest.mark.django_db
+def test_what_spreadsheets_write_is_taken(tmp_path):
+    """A trailing empty column, and names with a no-break space or a soft hyphen."""
+    spreadsheet = (
+        GOOD_CSV.replace("family_name\n", "family_name,\n")
+        .replace("Claire,Martin\n", "Claire,Martin\u00a0Dupré,\n")
+        .replace("Sofia,Benali\n", "Sofia,Ben\u00adali,\n")
+        .replace("Luc,Moreau\n", "Luc,Moreau,\n")
+    )
+    import_file(tmp_path, spreadsheet)
+    assert Professional.objects.get(national_id="899700000001").family_name == "Martin\u00a0Dupré"
 
 
 @pytest.mark.django_db
