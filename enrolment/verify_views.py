@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from enrolment import indicators, mail_sessions, seeds
 from enrolment.models import ApiKey, Device, Mailbox
 from enrolment.verifier import MAX_SECRET_LENGTH, Decision, Outcome, verify
+from portal.client import address_among
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def latin1(value: str) -> str:
 
 
 def nginx_caller_allowed(request) -> bool:
-    if request.META.get("REMOTE_ADDR") not in settings.NGINX_AUTH_ALLOWED_ADDRESSES:
+    peer = request.META.get("REMOTE_ADDR", "")
+    if not address_among(peer, tuple(settings.NGINX_AUTH_ALLOWED_ADDRESSES)):
         return False
     presented = request.headers.get(settings.NGINX_AUTH_HEADER, "")
     expected = settings.NGINX_AUTH_SECRET

@@ -5,6 +5,7 @@ address in the audit trail and give every browser on the Internet one shared sta
 budget: a few wrong passwords a minute would then shut every helpdesk member out.
 """
 
+import functools
 import ipaddress
 
 from django.conf import settings
@@ -15,10 +16,25 @@ def client_ip(request) -> str:
     address of X-Forwarded-For, the one that nginx wrote (deploy/nginx/web.conf sets it to
     the peer it saw, replacing whatever the browser sent)."""
     peer = request.META.get("REMOTE_ADDR", "")
-    if peer not in settings.TRUSTED_PROXIES:
+    if not address_among(peer, tuple(settings.TRUSTED_PROXIES)):
         return peer
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
     try:
         return str(ipaddress.ip_address(forwarded))
     except ValueError:
         return peer
+
+
+def address_among(address: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``address`` is one of ``allowed``: addresses or networks (10.0.0.0/24)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in _networks(allowed))
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(allowed: tuple[str, ...]) -> tuple:
+    # The settings are checked at start (portal/settings.py): each entry parses.
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed)

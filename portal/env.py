@@ -5,6 +5,7 @@ Every secret can also come from a file named by the same variable with a ``_FILE
 handed over. A value that cannot be parsed stops the start with the variable's name in the message.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -45,6 +46,20 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str, default: str = "") -> list[str]:
+    """A list of addresses or networks (10.0.0.0/24, 2001:db8::/64), each checked now: a typo
+    stops the start with the variable's name, not a caller refused later."""
+    entries = env_list(name, default)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {entry!r} is not an address or a network"
+            ) from None
+    return entries
 
 
 def env_secret(name: str, default: str = "") -> str:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_int, env_list, env_secret, env_str
+from portal.env import env_bool, env_int, env_list, env_networks, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -268,9 +268,10 @@ AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
 AUDIT_SEAL_DELAY_SECONDS = env_int("AUDIT_SEAL_DELAY_SECONDS", 60, minimum=0)
 # verify_audit reports rows left unsealed for longer (seal_audit should run every minute).
 AUDIT_SEAL_MAX_LAG_SECONDS = env_int("AUDIT_SEAL_MAX_LAG_SECONDS", 3600, minimum=60)
-# Where seal_audit appends each newest seal, off the database (another disk, a host that
-# forwards it): it will not seal over a chain that lost the last anchor, and verify_audit
-# checks against it. Empty: anchors are only printed.
+# Where seal_audit appends each newest seal, on the node, off the database's host (under
+# deploy/systemd's units: in /var/lib/mss-totp): it will not seal over a chain that lost the
+# last anchor, and verify_audit checks against it. Empty: anchors are only printed (the demo;
+# check --deploy requires it).
 AUDIT_ANCHOR_FILE = env_str("AUDIT_ANCHOR_FILE", "")
 # The auditors' page exports at most this many rows: a sync worker streaming for longer than
 # gunicorn's timeout is killed mid-file. Bigger periods: manage.py export_audit on a node.
@@ -292,10 +293,14 @@ MAIL_AUTH_WAIT_MAX_SECONDS = env_int("MAIL_AUTH_WAIT_MAX_SECONDS", 10, minimum=1
 # nginx mail auth_http: who may ask, and where the mail goes once the login is accepted.
 NGINX_AUTH_HEADER = env_str("NGINX_AUTH_HEADER", "X-Auth-Key")
 NGINX_AUTH_SECRET = env_secret("NGINX_AUTH_SECRET")
-NGINX_AUTH_ALLOWED_ADDRESSES = env_list("NGINX_AUTH_ALLOWED_ADDRESSES", "127.0.0.1,::1")
+# Addresses or networks. On a node that nginx reaches over the network (not loopback), its
+# address goes here and in TRUSTED_PROXIES, or every mail login is a temporary failure.
+NGINX_AUTH_ALLOWED_ADDRESSES = env_networks("NGINX_AUTH_ALLOWED_ADDRESSES", "127.0.0.1,::1")
 # The web nginx in front of gunicorn (deploy/: gunicorn on loopback): a browser's address is
 # then the X-Forwarded-For that nginx writes (portal/client.py). Empty: REMOTE_ADDR as is.
-TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "127.0.0.1,::1")
+# A web nginx on another host that is missing here gives every browser nginx's address:
+# one staff-login budget for all, and nginx's address in the trail.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", "127.0.0.1,::1")
 MAIL_BACKEND_IMAP = env_str("MAIL_BACKEND_IMAP", "127.0.0.1:143")
 MAIL_BACKEND_SMTP = env_str("MAIL_BACKEND_SMTP", "127.0.0.1:25")
 # What nginx gives the IMAP backend as password: "token", the secret MAIL_BACKEND_TOKEN that

@@ -1,6 +1,7 @@
-"""A cluster for the scale-out test and the soak: PostgreSQL, two gunicorn nodes, nginx in
-front of them with deploy/nginx/web.conf as is, and a browser-like client for the staff
-pages over HTTPS."""
+"""A cluster for the scale-out test and the soak: PostgreSQL, two nodes of two gunicorn pools
+each (the browsers' and the mail layer's, as deploy/systemd/mss-totp@.service runs them),
+nginx in front of them with deploy/nginx/web.conf as is, and a browser-like client for the
+staff pages over HTTPS."""
 
 import base64
 import json
@@ -34,6 +35,7 @@ class Cluster:
     def __init__(
         self, run_dir: Path, extra_people=(), durable=False, workers=2, https_port=None, **env
     ):
+        self.run_dir = run_dir
         self.postgres = PrivatePostgres(durable=durable).start()
         self.postgres.create_database()
         self.seed, self.luc_seed = seeds.new_seed(), seeds.new_seed()
@@ -66,6 +68,7 @@ class Cluster:
         secret_watch.watch_token(self.staff_token)  # for the grep of the nodes' logs
         self.env = env
         self.nodes = [Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)]
+        self.verifiers = [Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)]
         self.https_port, self.internal_port = https_port or free_port(), free_port()
         self.url = f"https://localhost:{self.https_port}"
         self.nginx = self._start_nginx(run_dir)
@@ -95,6 +98,8 @@ class Cluster:
             STATIC_ROOT=str(self.static),
             NODE_1=f"127.0.0.1:{self.nodes[0].port}",
             NODE_2=f"127.0.0.1:{self.nodes[1].port}",
+            VERIFIER_1=f"127.0.0.1:{self.verifiers[0].port}",
+            VERIFIER_2=f"127.0.0.1:{self.verifiers[1].port}",
         )
         process = subprocess.Popen(
             ["nginx", "-c", str(conf), "-p", str(run_dir)],
@@ -107,13 +112,13 @@ class Cluster:
     def stop(self):
         self.nginx.terminate()
         self.nginx.wait(timeout=10)
-        for node in self.nodes:
-            node.stop()
+        for pool in self.nodes + self.verifiers:
+            pool.stop()
         self.postgres.destroy()
 
     def verify(self, node: int, secret: str, client_ip="192.0.2.10", mailbox=MAILBOX) -> str:
         answer = requests.post(
-            f"{self.nodes[node].url}/api/v1/verify",
+            f"{self.verifiers[node].url}/api/v1/verify",
             timeout=30,
             headers={"Authorization": f"Bearer {self.token}"},
             json={"mailbox": mailbox, "secret": secret, "client_ip": client_ip},

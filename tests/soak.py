@@ -145,13 +145,15 @@ class Soak:
 
 
 def worker_memory(cluster: Cluster) -> dict:
-    """Resident memory (MiB) of every gunicorn worker of both nodes."""
+    """Resident memory (MiB) of every gunicorn worker of both nodes, both pools."""
     memory = {}
-    for index, node in enumerate(cluster.nodes, 1):
-        for pid in node.worker_pids():
-            status = Path(f"/proc/{pid}/status").read_text()
-            kib = int(re.search(r"VmRSS:\s+(\d+)", status)[1])
-            memory[f"node {index} worker {pid}"] = kib / 1024
+    pools = [("portal", cluster.nodes), ("verifier", cluster.verifiers)]
+    for name, nodes in pools:
+        for index, node in enumerate(nodes, 1):
+            for pid in node.worker_pids():
+                status = Path(f"/proc/{pid}/status").read_text()
+                kib = int(re.search(r"VmRSS:\s+(\d+)", status)[1])
+                memory[f"node {index} {name} worker {pid}"] = kib / 1024
     return memory
 
 
@@ -227,7 +229,10 @@ def main():
         shutil.rmtree(run_dir, ignore_errors=True)
 
     total = sum(soak.done.values())
-    print(f"\nsoak: {elapsed:.0f} s on two nodes (2 workers each) behind nginx, PostgreSQL durable")
+    print(
+        f"\nsoak: {elapsed:.0f} s on two nodes (a portal and a verifier pool of 2 workers "
+        "each) behind nginx, PostgreSQL durable"
+    )
     print(f"{'kind':12} {'done':>8} {'per s':>8} {'errors':>7}")
     for kind, count in sorted(soak.done.items()):
         print(f"{kind:12} {count:8d} {count / elapsed:8.1f} {soak.errors[kind]:7d}")

@@ -27,8 +27,14 @@ NOT_INSTALLED = re.compile(r"^\S+: Command /opt/mss-totp/\.venv/bin/\w+ is not e
 def test_the_systemd_units_pass_systemd_analyze(tmp_path):
     for unit in UNITS.iterdir():
         shutil.copy(unit, tmp_path)
+    # The node's template, as its two instances (a template alone is not verified).
+    template = tmp_path / "mss-totp@.service"
+    for pool in ("portal", "verifier"):
+        shutil.copy(template, tmp_path / f"mss-totp@{pool}.service")
+    template.unlink()
     units = sorted(path.name for path in tmp_path.iterdir())
-    assert {"mss-totp-portal.service", "mss-totp-seal-audit.timer"} <= set(units)
+    assert {"mss-totp@portal.service", "mss-totp@verifier.service"} <= set(units)
+    assert "mss-totp-seal-audit.timer" in units
     verified = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *units],
         cwd=tmp_path,
@@ -39,7 +45,7 @@ def test_the_systemd_units_pass_systemd_analyze(tmp_path):
     # Its exit status is 1 for the missing executables alone: every problem is a line.
     said = (verified.stdout + verified.stderr).splitlines()
     assert [line for line in said if line and not NOT_INSTALLED.match(line)] == []
-    assert len(said) == 3  # the three services' ExecStart: the units were all read
+    assert len(said) == 4  # the four services' ExecStart: the units were all read
 
 
 @pytest.fixture

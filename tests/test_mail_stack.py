@@ -61,6 +61,18 @@ def test_no_login_in_clear_anywhere_a_client_can_reach(mail, claire):
     assert len(mail.sink.wait_for(1)) == 1
 
 
+def test_a_password_typed_as_the_user_name_reaches_no_log(mail, claire):
+    """The audit trail keeps no such name (enrolment/verifier.py); nginx's and Dovecot's
+    logs must not either."""
+    pasted = "Motdepasse-Colle-" + claire.code()  # what a hurried user pastes
+    assert imap_login(mail.ports["nginx_imaps"], pasted, claire.secret()) != "ok"
+    assert imap_login(mail.ports["lua_imap"], pasted, claire.secret(), tls=STARTTLS) != "ok"
+    logs = [path for path in mail.run_dir.rglob("*") if path.is_file() and "log" in path.name]
+    assert logs
+    for log in logs:
+        assert "motdepasse-colle" not in log.read_text(errors="replace").casefold(), log
+
+
 def _capabilities(port) -> str:
     client = IMAP(port, tls=CLEAR)
     try:

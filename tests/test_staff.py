@@ -632,6 +632,15 @@ def test_behind_nginx_each_browser_has_its_own_budget_and_address(make_staff, se
     assert set(guesses.values_list("client_ip", flat=True)) == {"203.0.113.66"}
 
 
+def test_a_proxy_may_be_named_by_its_network(make_staff, settings):
+    """A web nginx on another host of the private network: its X-Forwarded-For counts."""
+    settings.TRUSTED_PROXIES = ["10.0.0.0/24"]
+    behind = Client(REMOTE_ADDR="10.0.0.7", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    behind.post("/staff/login/", {"username": "nobody", "password": "x"})
+    [row] = AuditEvent.objects.filter(action="staff.password")
+    assert row.client_ip == "203.0.113.9"
+
+
 def test_a_forwarded_address_from_anyone_but_the_proxy_is_ignored(make_staff):
     """Only the configured proxy's X-Forwarded-For counts: a browser reaching gunicorn
     directly cannot pick its address."""

@@ -3,24 +3,67 @@ as is), behave as one. One code presented to both at once is claimed once; a mai
 opened on one is accepted on the other; a helpdesk reset made through one is effective on
 both at once."""
 
+import contextlib
 import http.client
 import shutil
+import socket
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
 
+from enrolment import seeds
 from tests.cluster import LUC, STAFF_PASSWORD, Cluster, StaffBrowser
+
+PAUL, PAUL_SEED = "paul.durand@demo.mssante.fr", seeds.new_seed()
+
+
+class SlowPSC:
+    """A token endpoint that accepts connections and answers nothing until released: Pro
+    Santé Connect having a bad day."""
+
+    def __init__(self):
+        self.released = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.released.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(connection,), daemon=True).start()
+
+    def _hold(self, connection):
+        self.released.wait(60)
+        connection.close()
+
+    def close(self):
+        self.released.set()
+        self.server.close()
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def slow_psc():
+    psc = SlowPSC()
+    yield psc
+    psc.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(slow_psc):
     run_dir = Path(tempfile.mkdtemp(prefix="mss-totp-nodes-"))
-    cluster = Cluster(run_dir)
+    cluster = Cluster(
+        run_dir,
+        extra_people=[{"national_id": "899700000004", "mailbox": PAUL, "seed": PAUL_SEED.hex()}],
+        PSC_TOKEN_ENDPOINT=f"http://127.0.0.1:{slow_psc.port}/token",
+    )
     try:
         yield cluster
     finally:
@@ -107,3 +150,47 @@ def test_static_files_carry_one_cache_header_and_the_sites_security_headers(clus
     assert response.raw.headers.getlist("Cache-Control") == ["public, max-age=604800"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_browsers_held_by_a_slow_psc_do_not_hold_up_mail_logins(cluster, slow_psc):
+    """Each PSC login's callback waits on PSC's token endpoint (up to PSC_TIMEOUT_SECONDS,
+    three calls in a row). With more such logins than the portal has workers, the browsers'
+    pool is full; the mail layer's answers, on its own pool, still come within nginx mail's
+    auth_http_timeout (5 s)."""
+    site = f"https://localhost:{cluster.https_port}"
+
+    def psc_login_stuck_at_the_callback():
+        browser, cert = requests.Session(), str(cluster.cert)
+        to_psc = browser.get(
+            f"{site}/oidc/authenticate/", allow_redirects=False, timeout=10, verify=cert
+        )
+        state = parse_qs(urlparse(to_psc.headers["Location"]).query)["state"][0]
+        with contextlib.suppress(requests.RequestException):
+            callback = f"{site}/oidc/callback/?code=the-authorization-code&state={state}"
+            browser.get(callback, timeout=40, verify=cert)
+
+    browsers = [threading.Thread(target=psc_login_stuck_at_the_callback) for _ in range(6)]
+    for browser in browsers:
+        browser.start()
+    try:
+        time.sleep(2)  # every callback has reached PSC by now
+        with pytest.raises(requests.Timeout):  # the browsers' pool is indeed full
+            requests.get(f"{site}/", verify=str(cluster.cert), timeout=3)
+        answer = requests.post(
+            f"http://127.0.0.1:{cluster.internal_port}/api/v1/verify",
+            headers={"Authorization": f"Bearer {cluster.token}"},
+            json={
+                "mailbox": PAUL,
+                "secret": cluster.secret(seed=PAUL_SEED),
+                "client_ip": "192.0.2.40",
+            },
+            timeout=5,
+        )
+        assert answer.json()["outcome"] == "ok"
+    finally:
+        slow_psc.released.set()
+        for browser in browsers:
+            browser.join(timeout=60)
+    # nginx's access log has the callbacks, not their authorization codes.
+    access_log = (cluster.run_dir / "access.log").read_text()
+    assert "/oidc/callback/" in access_log and "the-authorization-code" not in access_log
