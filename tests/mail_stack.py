@@ -136,8 +136,9 @@ class MailStack:
                 "nginx_imap",
                 "nginx_submission",
                 "backend_imap",
+                "lua_imaps",
                 "lua_imap",
-                "lua_auth",
+                "submissions",
                 "submission",
                 "xclient",
             )
@@ -160,6 +161,7 @@ class MailStack:
             ),
             self.ports["backend_imap"],
         )
+        spool = self._postfix_spool()  # before Dovecot, which puts its SASL socket there
         lua = render(
             DEPLOY / "dovecot/totp-passdb.lua",
             self.run_dir / "totp-passdb.lua",
@@ -172,8 +174,9 @@ class MailStack:
                 DEPLOY / "dovecot/lua-passdb.conf",
                 self.run_dir / "dovecot-lua.conf",
                 LUA_SCRIPT=str(lua),
+                LISTEN_IMAPS=self.ports["lua_imaps"],
                 LISTEN_IMAP=self.ports["lua_imap"],
-                LISTEN_AUTH=self.ports["lua_auth"],
+                POSTFIX_SPOOL=str(spool),
                 **common,
             ),
             self.ports["lua_imap"],
@@ -219,6 +222,15 @@ class MailStack:
         )
         return {"TLS_CERT": str(cert), "TLS_KEY": str(key)}
 
+    def _postfix_spool(self) -> Path:
+        """Postfix's queue directory, with the private/ folder that only its user enters."""
+        spool = self.run_dir / "postfix" / "spool"
+        (spool / "private").mkdir(parents=True)
+        os.chmod(spool, 0o755)  # noqa: S103  (Postfix's and Dovecot's users traverse it)
+        shutil.chown(spool / "private", "postfix")
+        os.chmod(spool / "private", 0o700)
+        return spool
+
     def _start_postfix(self, common):
         etc = self.run_dir / "postfix" / "etc"
         render(
@@ -230,13 +242,12 @@ class MailStack:
         render(
             DEPLOY / "postfix/master.cf",
             etc / "master.cf",
+            LISTEN_SUBMISSIONS=f"127.0.0.1:{self.ports['submissions']}",
             LISTEN_SUBMISSION=f"127.0.0.1:{self.ports['submission']}",
             LISTEN_XCLIENT=f"127.0.0.1:{self.ports['xclient']}",
-            DOVECOT_AUTH=f"inet:127.0.0.1:{self.ports['lua_auth']}",
             **common,
         )
         shutil.copy(DEPLOY / "postfix/sender_logins.regexp", etc / "sender_logins.regexp")
-        (self.run_dir / "postfix" / "spool").mkdir(mode=0o755)
         data = self.run_dir / "postfix" / "data"
         data.mkdir(mode=0o700)
         shutil.chown(data, "postfix", "postfix")

@@ -2,6 +2,8 @@
 (Dovecot and Postfix behind it), and against Dovecot with the Lua passdb and Postfix
 submission with Dovecot SASL. The verifier is the live test server."""
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -123,6 +125,9 @@ def test_dovecot_lua_passdb_and_postfix_submission(mail, claire):
     wrong = claire.password + wrong_code(claire)
     assert imap_login(imap, claire.mailbox, wrong, tls=STARTTLS) != "ok"
     assert imap_login(imap, claire.mailbox, claire.secret(), tls=STARTTLS) == "ok"
+    # Implicit TLS too, as the portal tells professionals: 993 and 465.
+    assert imap_login(mail.ports["lua_imaps"], claire.mailbox, claire.secret()) == "ok"
+    assert send_mail(mail.ports["submissions"], claire.mailbox, claire.secret()) == "sent"
     # A credential the API refuses as malformed (a password that is not UTF-8) is a plain
     # refusal, not a temporary failure that the client would retry forever.
     not_utf8 = claire.password.encode("latin-1") + claire.code().encode()
@@ -135,6 +140,26 @@ def test_dovecot_lua_passdb_and_postfix_submission(mail, claire):
     assert send_mail(
         submission, claire.mailbox, claire.secret(), sender=other, tls=STARTTLS
     ).startswith("553")
-    assert len(mail.sink.wait_for(1)) == 1
+    assert len(mail.sink.wait_for(2)) == 2
     vias = set(AuditEvent.objects.filter(outcome="ok").values_list("details__via", flat=True))
     assert vias == {"api:dovecot-e2e"}
+
+
+def test_only_postfix_may_ask_dovecot_for_a_login(mail):
+    """Dovecot's SASL service takes the client address it is told (rip=): a local user who
+    could reach it would pick any throttle budget. Its socket is Postfix's only."""
+    socket_path = mail.run_dir / "postfix" / "spool" / "private" / "auth"
+    probe = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); print('ran', flush=True); "
+        "s.connect(sys.argv[1]); print(s.recv(100)[:7])"
+    )
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    denied = subprocess.run(
+        [*as_nobody, sys.executable, "-c", probe, str(socket_path)], capture_output=True, text=True
+    )
+    assert denied.stdout == "ran\n" and "PermissionError" in denied.stderr
+    as_postfix = ["setpriv", "--reuid=postfix", "--regid=postfix", "--clear-groups"]
+    allowed = subprocess.run(
+        [*as_postfix, sys.executable, "-c", probe, str(socket_path)], capture_output=True, text=True
+    )
+    assert "VERSION" in allowed.stdout, allowed.stderr
