@@ -251,8 +251,9 @@ def staff_code(request):
 
 def staff_code_wait(device: Device) -> int:
     """Seconds before the device takes a code again after wrong ones: django-otp's doubling
-    wait, capped (its own cap is a century: someone who knows the password could keep the
-    staff member out for as long as they kept trying)."""
+    wait, capped (its own cap is a century, so that a few wrong codes shut the staff member
+    out for days). Someone who knows the password can still re-arm the wait with a wrong
+    code every few minutes: the staff.code refusals in the trail are the sign to change it."""
     allowed, info = device.verify_is_allowed()
     if allowed or "locked_until" not in (info or {}):
         return 0

@@ -13,16 +13,13 @@ export PSC_ENVIRONMENT=standin
 export PSC_ISSUER="http://127.0.0.1:${PSC_PORT}"
 export PSC_CLIENT_ID=portal
 export PSC_CLIENT_SECRET=demo-portal-secret-0123456789abcdef0123456789
-IMAPS_PORT=${DEMO_IMAPS_PORT:-1993}  # nginx's mail listeners: IMAPS, SMTPS, and the
-SMTPS_PORT=${DEMO_SMTPS_PORT:-1465}  # STARTTLS-only IMAP and submission ports
+IMAPS_PORT=${DEMO_IMAPS_PORT:-1993}  # nginx's IMAP listeners: IMAPS, and STARTTLS only
 IMAP_PORT=${DEMO_IMAP_PORT:-1143}
-SUBMISSION_PORT=${DEMO_SUBMISSION_PORT:-1587}
 BACKEND_PORT=${DEMO_BACKEND_PORT:-1144}
 export NGINX_AUTH_SECRET=demo-nginx-shared-secret
 export MAIL_BACKEND_TOKEN=demo-backend-token-0123456789abcdef0123
 export MAIL_BACKEND_IMAP="127.0.0.1:${BACKEND_PORT}"
 export MAIL_IMAP_HOST=127.0.0.1 MAIL_IMAP_PORT="$IMAPS_PORT"
-export MAIL_SMTP_HOST=127.0.0.1 MAIL_SMTP_PORT="$SMTPS_PORT"
 # The portal on "localhost" and PSC on "127.0.0.1": two hosts, so their cookies stay apart.
 SITE="http://localhost:${PORT}"
 
@@ -58,7 +55,8 @@ pids+=($!)
 
 # The mail path, when Debian's nginx mail module and Dovecot are installed: nginx, over TLS
 # with a self-signed certificate, asks the portal about every login, then proxies to a
-# Dovecot that trusts it.
+# Dovecot that trusts it. IMAP only: the demo has no Postfix, so mail.conf's SMTP listeners
+# are put on sockets in the run folder, where no mail client looks.
 render() {  # render TEMPLATE TARGET NAME=VALUE...: deploy/'s ${NAME} placeholders filled in
   $PY - "$@" <<'PY'
 import sys
@@ -70,7 +68,9 @@ PY
 }
 mail_stack=no
 if [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] && command -v dovecot >/dev/null && [ "$(id -u)" = 0 ]; then
-  run_dir=$(pwd)/var/demo-mail
+  # Under /var/tmp, not the checkout: Dovecot's mail user must traverse every parent folder,
+  # and a checkout under /root is private to root.
+  run_dir=/var/tmp/mss-totp-demo-mail
   rm -rf "$run_dir" && mkdir -p "$run_dir/mail" && chmod 755 "$run_dir" && chown 19100:19100 "$run_dir/mail"
   render deploy/dovecot/backend.conf "$run_dir/dovecot.conf" RUN_DIR="$run_dir" MAIL_UID=19100 \
     NGINX_ADDRESS=127.0.0.1 LISTEN_IMAP="$BACKEND_PORT" BACKEND_TOKEN="$MAIL_BACKEND_TOKEN"
@@ -79,8 +79,9 @@ if [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] && command -v dovecot >/dev/
   render deploy/nginx/mail.conf "$run_dir/nginx.conf" RUN_DIR="$run_dir" SERVER_NAME=localhost \
     AUTH_HTTP="127.0.0.1:${PORT}/internal/nginx-auth" AUTH_SECRET="$NGINX_AUTH_SECRET" \
     TLS_CERT="$run_dir/mail.crt" TLS_KEY="$run_dir/mail.key" \
-    LISTEN_IMAPS="127.0.0.1:${IMAPS_PORT}" LISTEN_SMTPS="127.0.0.1:${SMTPS_PORT}" \
-    LISTEN_IMAP="127.0.0.1:${IMAP_PORT}" LISTEN_SUBMISSION="127.0.0.1:${SUBMISSION_PORT}"
+    LISTEN_IMAPS="127.0.0.1:${IMAPS_PORT}" LISTEN_IMAP="127.0.0.1:${IMAP_PORT}" \
+    LISTEN_SMTPS="unix:$run_dir/smtps.sock" LISTEN_SUBMISSION="unix:$run_dir/submission.sock"
+  chmod 600 "$run_dir/dovecot.conf" "$run_dir/nginx.conf"  # they hold the demo's shared secrets
   dovecot -F -c "$run_dir/dovecot.conf" > var/demo-dovecot.log 2>&1 &
   pids+=($!)
   nginx -c "$run_dir/nginx.conf" -p "$run_dir" > var/demo-nginx.log 2>&1 &
@@ -109,7 +110,7 @@ TXT
 if [ "$mail_stack" = yes ]; then
   cat <<TXT
   Mail: nginx's IMAP proxy listens on 127.0.0.1:${IMAPS_PORT} (IMAPS; STARTTLS on ${IMAP_PORT}),
-  its certificate self-signed (var/demo-mail/mail.crt). Enrol FreeOTP and choose a mail
+  its certificate self-signed (${run_dir}/mail.crt). Enrol FreeOTP and choose a mail
   password in the portal, then log in with the mailbox address and the password immediately
   followed by the 6-digit code, for example:
     python3 -c "import imaplib, ssl; m = imaplib.IMAP4_SSL('127.0.0.1', ${IMAPS_PORT}, ssl_context=ssl._create_unverified_context()); print(m.login('claire.martin@demo.mssante.fr', input('password+code: ')))"
