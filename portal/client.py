@@ -31,10 +31,12 @@ def address_among(address: str, allowed: tuple[str, ...]) -> bool:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         return False
+    # A pool bound to [::] sees an IPv4 peer as ::ffff:10.0.0.5.
+    parsed = getattr(parsed, "ipv4_mapped", None) or parsed
     return any(parsed in network for network in _networks(allowed))
 
 
 @functools.lru_cache(maxsize=8)
 def _networks(allowed: tuple[str, ...]) -> tuple:
-    # The settings are checked at start (portal/settings.py): each entry parses.
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed)
+    # The settings are checked at start (portal/env.py env_networks): each entry parses.
+    return tuple(ipaddress.ip_network(entry) for entry in allowed)

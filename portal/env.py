@@ -50,11 +50,12 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 def env_networks(name: str, default: str = "") -> list[str]:
     """A list of addresses or networks (10.0.0.0/24, 2001:db8::/64), each checked now: a typo
-    stops the start with the variable's name, not a caller refused later."""
+    stops the start with the variable's name, not a caller refused later. A network with host
+    bits (10.0.1.7/16) is refused too: it would silently allow the whole /16."""
     entries = env_list(name, default)
     for entry in entries:
         try:
-            ipaddress.ip_network(entry, strict=False)
+            ipaddress.ip_network(entry)
         except ValueError:
             raise ImproperlyConfigured(
                 f"{name}: {entry!r} is not an address or a network"

@@ -2,6 +2,10 @@
 (Dovecot and Postfix behind it), and against Dovecot with the Lua passdb and Postfix
 submission with Dovecot SASL. The verifier is the live test server."""
 
+import pwd
+import socket
+import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -149,6 +153,9 @@ def test_only_postfix_may_ask_dovecot_for_a_login(mail):
     """Dovecot's SASL service takes the client address it is told (rip=): a local user who
     could reach it would pick any throttle budget. Its socket is Postfix's only."""
     socket_path = mail.run_dir / "postfix" / "spool" / "private" / "auth"
+    status = socket_path.stat()
+    assert stat.S_ISSOCK(status.st_mode) and stat.S_IMODE(status.st_mode) == 0o660
+    assert pwd.getpwuid(status.st_uid).pw_name == "postfix"
     probe = (
         "import socket, sys; s = socket.socket(socket.AF_UNIX); print('ran', flush=True); "
         "s.connect(sys.argv[1]); print(s.recv(100)[:7])"
@@ -163,3 +170,23 @@ def test_only_postfix_may_ask_dovecot_for_a_login(mail):
         [*as_postfix, sys.executable, "-c", probe, str(socket_path)], capture_output=True, text=True
     )
     assert "VERSION" in allowed.stdout, allowed.stderr
+
+
+@pytest.mark.parametrize("listener", ["nginx_imaps", "nginx_smtps", "lua_imaps", "submissions"])
+def test_tls_1_2_without_forward_secrecy_or_aead_is_refused(mail, listener):
+    """Where the password and the code travel: RSA key exchange and CBC suites are refused
+    (nginx's, Dovecot's and Postfix's own defaults take them), TLS 1.3 is taken."""
+    weak = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    weak.check_hostname, weak.verify_mode = False, ssl.CERT_NONE
+    weak.maximum_version = ssl.TLSVersion.TLSv1_2
+    weak.set_ciphers("AES256-SHA:AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA384")
+    address = ("127.0.0.1", mail.ports[listener])
+    with socket.create_connection(address, timeout=10) as raw, pytest.raises(ssl.SSLError):
+        weak.wrap_socket(raw, server_hostname="mail.example.test")
+    good = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    good.check_hostname, good.verify_mode = False, ssl.CERT_NONE
+    with (
+        socket.create_connection(address, timeout=10) as raw,
+        good.wrap_socket(raw, server_hostname="mail.example.test") as tls,
+    ):
+        assert tls.version() == "TLSv1.3"

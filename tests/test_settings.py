@@ -100,10 +100,11 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
     assert "SECRET_KEY (or SECRET_KEY_FILE) must be set" in result.stderr
 
 
-def test_a_proxy_list_with_a_typo_fails_loudly_naming_the_variable():
-    result = run_manage("check", TRUSTED_PROXIES="127.0.0.1,10.0.0.0/33")
+@pytest.mark.parametrize("typo", ["10.0.0.0/33", "10.0.1.7/16"])  # the second: a whole /16
+def test_a_proxy_list_with_a_typo_fails_loudly_naming_the_variable(typo):
+    result = run_manage("check", TRUSTED_PROXIES=f"127.0.0.1,{typo}")
     assert result.returncode != 0
-    assert "TRUSTED_PROXIES: '10.0.0.0/33' is not an address or a network" in result.stderr
+    assert f"TRUSTED_PROXIES: '{typo}' is not an address or a network" in result.stderr
 
 
 def test_a_bad_value_fails_loudly_naming_the_variable():

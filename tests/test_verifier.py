@@ -82,6 +82,8 @@ def test_the_trail_keeps_no_password_typed_as_the_user_name(claire):
 def test_nginx_may_be_allowed_by_its_network(claire, settings):
     settings.NGINX_AUTH_ALLOWED_ADDRESSES = ["10.0.0.0/24"]
     assert ok(nginx_ask(claire.mailbox, claire.secret(), remote="10.0.0.5"))
+    # A pool bound to [::] sees IPv4 nginx as an IPv4-mapped address: the same nginx.
+    assert ok(nginx_ask(claire.mailbox, claire.secret(), remote="::ffff:10.0.0.6"))
     refused = nginx_ask(claire.mailbox, claire.secret(), remote="10.0.1.5")
     assert refused["Auth-Status"] != "OK"
 

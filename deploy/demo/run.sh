@@ -44,7 +44,12 @@ if $PY manage.py staff list | grep -q "^demo-helpdesk	[^	]*	-	"; then
 fi
 
 pids=()
-stop() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+stop() {
+  trap - EXIT INT TERM
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ -z "${run_dir:-}" ] || rm -rf "$run_dir"
+}
 trap stop EXIT INT TERM
 
 PSC_PORT=$PSC_PORT RP_REDIRECT_URIS="${SITE}/oidc/callback/" RP_POST_LOGOUT_URIS="${SITE}/" \
@@ -69,9 +74,10 @@ PY
 mail_stack=no
 if [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] && command -v dovecot >/dev/null && [ "$(id -u)" = 0 ]; then
   # Under /var/tmp, not the checkout: Dovecot's mail user must traverse every parent folder,
-  # and a checkout under /root is private to root.
-  run_dir=/var/tmp/mss-totp-demo-mail
-  rm -rf "$run_dir" && mkdir -p "$run_dir/mail" && chmod 755 "$run_dir" && chown 19100:19100 "$run_dir/mail"
+  # and a checkout under /root is private to root. A folder of its own (mktemp): a fixed name
+  # in a folder everyone writes to could be made beforehand by anyone.
+  run_dir=$(mktemp -d /var/tmp/mss-totp-demo-mail.XXXXXX)
+  mkdir "$run_dir/mail" && chmod 755 "$run_dir" && chown 19100:19100 "$run_dir/mail"
   render deploy/dovecot/backend.conf "$run_dir/dovecot.conf" RUN_DIR="$run_dir" MAIL_UID=19100 \
     NGINX_ADDRESS=127.0.0.1 LISTEN_IMAP="$BACKEND_PORT" BACKEND_TOKEN="$MAIL_BACKEND_TOKEN"
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
