@@ -1,7 +1,9 @@
-"""gunicorn for one portal node (`gunicorn -c deploy/gunicorn.conf.py portal.wsgi`).
+"""gunicorn for one pool of a node, @portal or @verifier (systemd/mss-totp@.service;
+`gunicorn -c deploy/gunicorn.conf.py portal.wsgi`).
 
 Sized for the verifier: a login costs one Argon2id hash (15-35 ms of one core, memory-hard),
-everything else a few milliseconds, so processes, not threads, and about two per core.
+everything else a few milliseconds, so processes, not threads, and about two per core by
+default, per pool: set GUNICORN_WORKERS in each pool's pool-*.env for the node's share.
 """
 
 import multiprocessing

@@ -86,14 +86,17 @@ def read_rows(text: str, file_name: str) -> list[Row]:
 def _csv_records(text: str) -> list[tuple[str, dict]]:
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     _check_columns(reader.fieldnames or [], "line 1")
-    records = []
+    records, problems = [], []
     for record in reader:
         where = f"line {reader.line_num}"
         if None in record:  # DictReader's key for the fields beyond the header's
-            raise ImportFileError([f"{where}: more fields than the header's columns"])
-        if any((value or "").strip() for column, value in record.items() if not column.strip()):
-            raise ImportFileError([f"{where}: a value under a column with no name"])
-        records.append((where, record))
+            problems.append(f"{where}: more fields than the header's columns")
+        elif any((value or "").strip() for column, value in record.items() if not column.strip()):
+            problems.append(f"{where}: a value under a column with no name")
+        else:
+            records.append((where, record))
+    if problems:  # every such line named, as every bad row is
+        raise ImportFileError(problems)
     return records
 
 

@@ -144,6 +144,15 @@ def test_a_file_that_says_two_things_or_what_cannot_be_stored_is_refused(
 
 
 @pytest.mark.django_db
+def test_every_row_longer_than_the_header_is_named(tmp_path):
+    long_rows = GOOD_CSV + "x@y.fr,personal,899700000007,Jo,Lee,a\nz@y.fr,personal,8997,Al,Bo,b\n"
+    with pytest.raises(CommandError) as refused:
+        import_file(tmp_path, long_rows)
+    assert "line 5: more fields" in str(refused.value)
+    assert "line 6: more fields" in str(refused.value)
+
+
+@pytest.mark.django_db
 def test_what_spreadsheets_write_is_taken(tmp_path):
     """A trailing empty column, and names with a no-break space or a soft hyphen."""
     spreadsheet = (

@@ -72,7 +72,8 @@ Path(target).write_text(Template(Path(template).read_text()).substitute(dict(p.s
 PY
 }
 mail_stack=no
-if [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] && command -v dovecot >/dev/null && [ "$(id -u)" = 0 ]; then
+if [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] && command -v dovecot >/dev/null &&
+   command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
   # Under /var/tmp, not the checkout: Dovecot's mail user must traverse every parent folder,
   # and a checkout under /root is private to root. A folder of its own (mktemp): a fixed name
   # in a folder everyone writes to could be made beforehand by anyone.
@@ -125,7 +126,7 @@ TXT
 else
   cat <<'TXT'
   Mail: not started. For the IMAP proxy, as root: apt-get install nginx libnginx-mod-mail
-  dovecot-core dovecot-imapd, then make demo again.
+  dovecot-core dovecot-imapd openssl, then make demo again.
 
 TXT
 fi

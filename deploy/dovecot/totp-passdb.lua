@@ -1,7 +1,8 @@
 -- Dovecot 2.3 Lua passdb: asks the portal's verifier (POST /api/v1/verify) about every login.
 -- The password field holds the mail password followed by the 6-digit code; the verifier
 -- decides (mail sessions, throttling, organisational mailboxes) and this script only relays.
--- Placeholders: ${VERIFY_URL} the API's URL; ${VERIFY_KEY} a key from
+-- Placeholders: ${VERIFY_URL} the API's URL (web.conf's internal listener or a node's
+-- verifier pool, never its portal pool); ${VERIFY_KEY} a key from
 -- `manage.py api_key create NAME`. Keep this file readable by root and dovecot only.
 local VERIFY_URL = "${VERIFY_URL}"
 local VERIFY_KEY = "${VERIFY_KEY}"
