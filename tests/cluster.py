@@ -18,7 +18,7 @@ import requests
 
 from enrolment import seeds, totp
 from tests import secret_watch
-from tests.mail_stack import render, wait_for_port
+from tests.mail_stack import render, self_signed_certificate, wait_for_port
 from tests.psc_standin import free_port
 from tests.servers import ROOT, Gunicorn, PrivatePostgres, manage, populate, site_environment
 
@@ -74,17 +74,10 @@ class Cluster:
         self.nginx = self._start_nginx(run_dir)
 
     def _start_nginx(self, run_dir: Path):
-        self.cert = cert = run_dir / "cert.pem"
-        key = run_dir / "key.pem"
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-                *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
-                *("-keyout", str(key), "-out", str(cert)),
-            ],
-            check=True,
-            capture_output=True,
+        self.cert, key = self_signed_certificate(
+            run_dir / "cert.pem", run_dir / "key.pem", "localhost"
         )
+        cert = self.cert
         conf = render(
             ROOT / "deploy" / "nginx" / "web.conf",
             run_dir / "nginx.conf",

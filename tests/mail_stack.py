@@ -59,6 +59,20 @@ def render(template: Path, target: Path, **values) -> Path:
     return target
 
 
+def self_signed_certificate(cert: Path, key: Path, name: str) -> tuple[Path, Path]:
+    """A throw-away certificate for ``name`` (its CN and DNS name), valid for a day."""
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,14 +225,8 @@ class MailStack:
     def _self_signed_certificate(folder: Path) -> dict:
         """One certificate for every TLS listener: nginx's, Dovecot's and Postfix's."""
         folder.mkdir(mode=0o700)
-        cert, key = folder / "mail.crt", folder / "mail.key"
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-                *("-subj", "/CN=mail.example.test", "-keyout", str(key), "-out", str(cert)),
-            ],
-            check=True,
-            capture_output=True,
+        cert, key = self_signed_certificate(
+            folder / "mail.crt", folder / "mail.key", "mail.example.test"
         )
         return {"TLS_CERT": str(cert), "TLS_KEY": str(key)}
 

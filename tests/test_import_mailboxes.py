@@ -21,6 +21,13 @@ def import_file(tmp_path, content, name="mailboxes.csv") -> str:
     return out.getvalue()
 
 
+def refusal(tmp_path, content) -> str:
+    """What the command says when it refuses the file."""
+    with pytest.raises(CommandError) as refused:
+        import_file(tmp_path, content)
+    return str(refused.value)
+
+
 def database_state():
     return (
         sorted(Mailbox.objects.values_list("address", "kind", "is_active", "updated_at")),
@@ -60,11 +67,10 @@ def test_the_same_file_twice_changes_nothing_the_second_time(tmp_path):
 def test_a_file_with_one_bad_row_imports_nothing_and_names_the_line(tmp_path):
     bad = GOOD_CSV + "nobody-at-all,personal,899700000009,Jean,Dupont\n"
 
-    with pytest.raises(CommandError) as refused:
-        import_file(tmp_path, bad)
+    message = refusal(tmp_path, bad)
 
-    assert "nothing imported" in str(refused.value)
-    assert "line 5: Enter a valid email address." in str(refused.value)
+    assert "nothing imported" in message
+    assert "line 5: Enter a valid email address." in message
     assert database_state() == ([], [], [])
 
 
@@ -77,9 +83,7 @@ def test_every_bad_line_is_reported(tmp_path):
         "c@x.mssante.fr,personal,899700000001\n"
         "c@x.mssante.fr,personal,899700000002\n"
     )
-    with pytest.raises(CommandError) as refused:
-        import_file(tmp_path, bad)
-    message = str(refused.value)
+    message = refusal(tmp_path, bad)
     assert "line 2: kind must be personal or organisational, not 'shared'" in message
     assert "line 3: national_id 'not an id' is not a national id" in message
     assert "line 5: personal mailbox c@x.mssante.fr has a second holder" in message
@@ -108,7 +112,7 @@ def test_a_missing_column_is_reported(tmp_path):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("content", "refusal"),
+    ("content", "expected"),
     [
         (GOOD_CSV.replace("family_name", "family_name,Active"), "unknown column(s): Active"),
         (GOOD_CSV + "x@y.mssante.fr,personal,899700000007,Jo,Lee,oops\n", "line 5: more fields"),
@@ -133,11 +137,10 @@ def test_a_missing_column_is_reported(tmp_path):
     ],
 )
 def test_a_file_that_says_two_things_or_what_cannot_be_stored_is_refused(
-    tmp_path, content, refusal
+    tmp_path, content, expected
 ):
-    with pytest.raises(CommandError) as refused:
-        import_file(tmp_path, content)
-    assert "nothing imported" in str(refused.value) and refusal in str(refused.value)
+    message = refusal(tmp_path, content)
+    assert "nothing imported" in message and expected in message
     assert database_state() == ([], [], [])
     [row] = AuditEvent.objects.filter(action="mailboxes.import")
     assert row.outcome == "reject"
@@ -146,10 +149,8 @@ def test_a_file_that_says_two_things_or_what_cannot_be_stored_is_refused(
 @pytest.mark.django_db
 def test_every_row_longer_than_the_header_is_named(tmp_path):
     long_rows = GOOD_CSV + "x@y.fr,personal,899700000007,Jo,Lee,a\nz@y.fr,personal,8997,Al,Bo,b\n"
-    with pytest.raises(CommandError) as refused:
-        import_file(tmp_path, long_rows)
-    assert "line 5: more fields" in str(refused.value)
-    assert "line 6: more fields" in str(refused.value)
+    message = refusal(tmp_path, long_rows)
+    assert "line 5: more fields" in message and "line 6: more fields" in message
 
 
 @pytest.mark.django_db
