@@ -311,7 +311,8 @@ MAIL_BACKEND_TOKEN = env_secret("MAIL_BACKEND_TOKEN")
 if MAIL_BACKEND_PASS_MODE not in ("token", "password"):
     raise ImproperlyConfigured("MAIL_BACKEND_PASS_MODE must be token or password")
 
-# What the done page tells the professional to configure in the mail software.
+# What the done page tells the professional to configure in the mail software (an empty
+# MAIL_SMTP_HOST leaves outgoing mail out, as in the demo, which runs no Postfix).
 MAIL_IMAP_HOST = env_str("MAIL_IMAP_HOST", "imap.otp.operateur.mssante.fr")
 MAIL_IMAP_PORT = env_int("MAIL_IMAP_PORT", 993, minimum=1)
 MAIL_SMTP_HOST = env_str("MAIL_SMTP_HOST", "smtp.otp.operateur.mssante.fr")

@@ -79,6 +79,16 @@ def test_the_wizard_turns_a_confirmed_code_into_the_active_device(professional_c
     assert mail.outbox[0].to == ["claire.martin@demo.mssante.fr"]
 
 
+def test_the_done_page_leaves_out_outgoing_mail_where_there_is_none(professional_client, settings):
+    enrol(professional_client)
+    settings.MAIL_IMAP_HOST, settings.MAIL_IMAP_PORT = "127.0.0.1", 1993
+    settings.MAIL_SMTP_HOST = ""  # the demo's: it runs no Postfix
+
+    done = professional_client.get("/enrolment/done/").content.decode()
+    assert "127.0.0.1:1993" in done
+    assert "SMTP" not in done and "smtp.otp" not in done
+
+
 def test_the_scan_page_shows_the_key_three_ways_and_is_never_cached(professional_client):
     professional_client.post("/enrolment/")
     page = professional_client.get("/enrolment/scan/")

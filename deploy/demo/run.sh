@@ -20,6 +20,7 @@ export NGINX_AUTH_SECRET=demo-nginx-shared-secret
 export MAIL_BACKEND_TOKEN=demo-backend-token-0123456789abcdef0123
 export MAIL_BACKEND_IMAP="127.0.0.1:${BACKEND_PORT}"
 export MAIL_IMAP_HOST=127.0.0.1 MAIL_IMAP_PORT="$IMAPS_PORT"
+export MAIL_SMTP_HOST=""  # the demo runs no Postfix: the done page leaves SMTP out
 # The portal on "localhost" and PSC on "127.0.0.1": two hosts, so their cookies stay apart.
 SITE="http://localhost:${PORT}"
 
