@@ -212,6 +212,10 @@ class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
         sealed = seeds.SealedSeed(self.key_id, bytes(self.nonce), bytes(self.ciphertext))
         return (keyring or seeds.load_keyring()).open(sealed, self.associated_data())
 
+    # Django templates call a method without arguments: a {{ device.seed }} would render the
+    # seed in clear. They call none marked so.
+    seed.alters_data = True
+
     @sensitive_variables("seed", "code")
     def match_step(self, code: str, unix_time: float | None = None, tolerance: int = 1):
         """The time step that ``code`` belongs to, within ``tolerance`` steps of the phone's

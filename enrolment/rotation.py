@@ -44,7 +44,7 @@ def rotate_to_active_key(keyring: Keyring, batch_size: int = 500) -> RotationRes
 def _reseal(device: Device, keyring: Keyring, result: RotationResult) -> None:
     try:
         seed = device.seed(keyring)
-    except SeedDecryptionError as exc:
+    except SeedDecryptionError as exc:  # one bad row must not stop the others, run after run
         logger.error("rotation: device %s left as it is: %s", device.uuid, exc)
         result.unreadable += 1
         return

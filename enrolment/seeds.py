@@ -22,7 +22,7 @@ from django.views.decorators.debug import sensitive_variables
 SEED_BYTES = 20  # 160 bits, RFC 4226's recommended length
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's 96-bit nonce, fresh for every encryption
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")  # fits Device.key_id
 
 
 class KeyringError(Exception):
@@ -49,16 +49,20 @@ class Keyring:
     def parse(cls, text: str, source: str) -> "Keyring":
         """Build a keyring from its JSON text; ``source`` names the setting in every error."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_refusing_duplicates)
         except json.JSONDecodeError as exc:
             raise KeyringError(f"{source} is not valid JSON ({exc.msg})") from None
+        except _DuplicateName as exc:
+            # json.loads keeps the last of two equal names: a hand-merged file would lose
+            # silently the key that older seeds need.
+            raise KeyringError(f"{source} names {exc.args[0]!r} twice") from None
         if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
             raise KeyringError(f'{source} must be {{"active": ID, "keys": {{ID: base64 key}}}}')
         keys = {
             key_id: _decode_key(key_id, value, source) for key_id, value in data["keys"].items()
         }
         active_id = data.get("active")
-        if active_id not in keys:
+        if not isinstance(active_id, str) or active_id not in keys:
             raise KeyringError(f"{source}: the active key {active_id!r} is not among its keys")
         return cls(active_id=active_id, keys=keys)
 
@@ -67,6 +71,7 @@ class Keyring:
         return json.dumps({"active": self.active_id, "keys": encoded}, indent=2) + "\n"
 
     def with_key(self, key_id: str, key: bytes, activate: bool) -> "Keyring":
+        check_key_id(key_id, "the new key")
         if key_id in self.keys:
             raise KeyringError(f"the keyring already has a key {key_id!r}")
         return Keyring(
@@ -97,6 +102,8 @@ class Keyring:
         key = self.keys.get(sealed.key_id)
         if key is None:
             raise SeedDecryptionError(f"the keyring has no key {sealed.key_id!r}")
+        if len(sealed.nonce) != NONCE_BYTES:  # else cryptography's ValueError, not ours
+            raise SeedDecryptionError(f"the stored nonce is {len(sealed.nonce)} bytes, not 12")
         try:
             return AESGCM(key).decrypt(
                 bytes(sealed.nonce), bytes(sealed.ciphertext), associated_data
@@ -108,9 +115,25 @@ class Keyring:
             ) from None
 
 
-def _decode_key(key_id: object, value: object, source: str) -> bytes:
-    if not isinstance(key_id, str) or not KEY_ID_PATTERN.match(key_id):
+class _DuplicateName(ValueError):
+    pass
+
+
+def _refusing_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    names = [name for name, _ in pairs]
+    for name in names:
+        if names.count(name) > 1:
+            raise _DuplicateName(name)
+    return dict(pairs)
+
+
+def check_key_id(key_id: object, source: str) -> None:
+    if not isinstance(key_id, str) or not KEY_ID_PATTERN.fullmatch(key_id):
         raise KeyringError(f"{source}: key id {key_id!r} must be 1-32 letters, digits, . _ or -")
+
+
+def _decode_key(key_id: object, value: object, source: str) -> bytes:
+    check_key_id(key_id, source)
     try:
         key = base64.b64decode(str(value), validate=True)
     except (binascii.Error, ValueError):
@@ -150,8 +173,14 @@ def _parse_cached(text: str, source: str) -> Keyring:
 
 @lru_cache(maxsize=4)
 def _read_file_cached(path: str, inode: int, mtime_ns: int, size: int) -> Keyring:
-    with open(path, encoding="utf-8") as keyring_file:
-        return Keyring.parse(keyring_file.read(), f"SEED_KEYRING_FILE ({path})")
+    source = f"SEED_KEYRING_FILE ({path})"
+    with open(path, "rb") as keyring_file:
+        raw = keyring_file.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyringError(f"{source} is not UTF-8 text") from None
+    return Keyring.parse(text, source)
 
 
 def new_seed() -> bytes:

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 import time
 from io import StringIO
 
@@ -9,6 +11,7 @@ from django.test import override_settings
 
 from enrolment import seeds, totp
 from enrolment.models import AuditEvent, Device
+from tests import servers
 
 
 def seed_key(*args) -> str:
@@ -138,12 +141,64 @@ def test_status_counts_seeds_per_key(keyring_file, users, make_device):
     assert "old2: 0 seed(s)" in out
 
 
-def test_rotation_leaves_an_unreadable_row_alone_and_says_so(keyring_file, users, make_device):
-    good, bad = make_device(users[0]), make_device(users[1])
-    Device.objects.filter(pk=bad.pk).update(ciphertext=b"\x00" * 36)
+@pytest.mark.parametrize(
+    "damage", [{"ciphertext": b"\x00" * 36}, {"nonce": b"\x00" * 4}], ids=["ciphertext", "nonce"]
+)
+def test_rotation_leaves_an_unreadable_row_alone_and_says_so(
+    keyring_file, users, make_device, damage
+):
+    bad, good = make_device(users[0]), make_device(users[1])  # the bad row first
+    Device.objects.filter(pk=bad.pk).update(**damage)
     seed_key("new", "--file", str(keyring_file), "--id", "new", "--activate")
 
     with pytest.raises(CommandError, match="1 seed\\(s\\) could not be opened"):
         seed_key("rotate")
     assert Device.objects.get(pk=good.pk).key_id == "new"
     assert Device.objects.get(pk=bad.pk).key_id == "old1"
+    rotation = AuditEvent.objects.get(action="seed_key.rotate")
+    assert (rotation.outcome, rotation.details["unreadable"]) == ("partial", 1)
+
+
+@pytest.mark.parametrize("key_id", ["2027 Q1", "a/b", "k" * 33, "k1\n"])
+def test_a_key_id_the_site_would_refuse_is_never_written(keyring_file, key_id):
+    before = keyring_file.read_text()
+    with pytest.raises(CommandError, match="must be 1-32 letters"):
+        seed_key("new", "--file", str(keyring_file), "--id", key_id)
+    assert keyring_file.read_text() == before
+    assert seeds.load_keyring().active_id == "old1"  # the site still reads it
+
+
+def test_an_edit_of_a_file_the_site_does_not_read_says_so(db, tmp_path):
+    err = StringIO()
+    path = tmp_path / "other.json"
+    call_command(
+        "seed_key", "new", "--file", str(path), "--activate", stdout=StringIO(), stderr=err
+    )
+    assert (
+        f"this node reads the keyring of SEED_KEYRING (its settings), not {path}" in err.getvalue()
+    )
+
+    out = seed_key("rotate")
+    assert "Using the keyring of SEED_KEYRING (its settings)." in out
+
+
+def test_edits_of_one_file_take_turns(tmp_path):
+    """Each edit reads and writes the file under a lock: without it, two commands at once each
+    wrote back what they had read, and one's new key was lost. Eight real processes, on a
+    database not made yet (the first key is made before it), hence no audit row to write."""
+    path = tmp_path / "keyring.json"
+    env = servers.site_environment(f"sqlite:///{tmp_path / 'none.sqlite3'}", "", DEBUG="1")
+    env["SEED_KEYRING_FILE"] = str(path)
+    servers.manage(env, "seed_key", "new", "--id", "k0")
+    commands = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "seed_key", "new", "--id", f"k{i}"],
+            cwd=servers.ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for i in range(1, 9)
+    ]
+    assert [command.wait(timeout=120) for command in commands] == [0] * 8
+    keys = seeds.Keyring.parse(path.read_text(), "test").keys
+    assert sorted(keys) == [f"k{i}" for i in range(9)]

@@ -121,6 +121,14 @@ def test_a_device_under_a_key_the_keyring_lacks_is_unusable(user, make_device):
         ('{"active": "a", "keys": {"a": "%%%"}}', "key 'a' is not valid base64"),
         ('{"active": "b", "keys": {}}', "the active key 'b' is not among its keys"),
         ('["a"]', "SEED_KEYRING must be"),
+        ('{"active": ["a"], "keys": {}}', "the active key ['a'] is not among its keys"),
+        ('{"active": "a", "keys": {"a\\n": "x"}}', "key id 'a\\n' must be 1-32 letters"),
+        (  # a hand-merged file: json.loads would keep the second key and lose the first
+            '{"active": "a", "keys": {"a": "KEY_A", "a": "KEY_B"}}'.replace(
+                "KEY_A", "A" * 43 + "="
+            ).replace("KEY_B", "B" * 43 + "="),
+            "SEED_KEYRING names 'a' twice",
+        ),
     ],
 )
 def test_the_system_check_refuses_a_missing_or_bad_keyring(value, message):
@@ -138,3 +146,29 @@ def test_the_keyring_can_come_from_a_file(tmp_path):
     with override_settings(SEED_KEYRING="", SEED_KEYRING_FILE=str(tmp_path / "absent.json")):
         errors = checks.run_checks(tags=["seeds"])
     assert "SEED_KEYRING_FILE: cannot read" in errors[0].msg
+
+
+def test_a_keyring_file_not_in_utf8_is_named_as_such(tmp_path):
+    path = tmp_path / "keyring.json"
+    path.write_bytes(keyring_json("k1").encode("utf-16"))
+    with override_settings(SEED_KEYRING="", SEED_KEYRING_FILE=str(path)):
+        errors = checks.run_checks(tags=["seeds"])
+    assert [e.id for e in errors] == ["enrolment.E001"]
+    assert "is not UTF-8 text" in errors[0].msg
+
+
+def test_a_malformed_nonce_is_a_seed_that_does_not_open(user, make_device):
+    """Not cryptography's ValueError: the rotation and the verifier treat it as any other
+    seed that does not open."""
+    device = make_device(user)
+    device.nonce = b"\0" * 4
+    with pytest.raises(seeds.SeedDecryptionError, match="nonce is 4 bytes"):
+        device.seed()
+
+
+def test_a_template_never_renders_the_seed(user, make_device):
+    from django.template import Context, Template
+
+    device = make_device(user)
+    rendered = Template("[{{ device.seed }}]").render(Context({"device": device}))
+    assert rendered == "[]"

@@ -8,6 +8,8 @@ Example usage::
     manage.py seed_key drop 2026-06-01-3fa2 --file /etc/mss-totp/keyring.json
 """
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -60,11 +62,13 @@ class Command(BaseCommand):
     def handle_new(self, file, key_id, activate, **options):
         path = self._require_file(file)
         key_id = key_id or f"{timezone.now():%Y-%m-%d}-{os.urandom(2).hex()}"
-        if path.exists():
-            keyring = self._read(path).with_key(key_id, seeds.new_key(), activate)
-        else:
-            keyring = seeds.Keyring(active_id=key_id, keys={key_id: seeds.new_key()})
-        self._write(path, keyring)
+        seeds.check_key_id(key_id, "--id")
+        with self._editing(path):
+            if path.exists():
+                keyring = self._read(path).with_key(key_id, seeds.new_key(), activate)
+            else:
+                keyring = seeds.Keyring(active_id=key_id, keys={key_id: seeds.new_key()})
+            self._write(path, keyring)
         state = "active" if keyring.active_id == key_id else "not active yet"
         audited = _audit("seed_key.new", key_id, {"active": keyring.active_id == key_id})
         self.stdout.write(f"Added key {key_id} to {path} ({state}).")
@@ -73,7 +77,8 @@ class Command(BaseCommand):
 
     def handle_activate(self, key_id, file, **options):
         path = self._require_file(file)
-        self._write(path, self._read(path).activated(key_id))
+        with self._editing(path):
+            self._write(path, self._read(path).activated(key_id))
         _audit("seed_key.activate", key_id)
         self.stdout.write(f"Key {key_id} is now active. Run 'seed_key rotate' to move old seeds.")
 
@@ -81,11 +86,13 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         keyring = seeds.load_keyring()
+        self.stdout.write(f"Using the keyring of {_site_keyring()}.")
         result = rotate_to_active_key(keyring, batch_size)
         _audit(
             "seed_key.rotate",
             keyring.active_id,
             {"rotated": result.rotated, "unreadable": result.unreadable},
+            outcome="partial" if result.unreadable else "ok",
         )
         self.stdout.write(
             f"Rotated {result.rotated} seed(s) to key {keyring.active_id}; "
@@ -112,21 +119,40 @@ class Command(BaseCommand):
 
     def handle_drop(self, key_id, file, **options):
         path = self._require_file(file)
-        remaining = self._read(path).without_key(key_id)
-        still_needed = Device.objects.filter(key_id=key_id).count()
-        if still_needed:
-            raise CommandError(
-                f"Refusing to drop key {key_id}: {still_needed} seed(s) still need it. "
-                "Run 'manage.py seed_key rotate' first."
-            )
-        self._write(path, remaining)
+        with self._editing(path):
+            remaining = self._read(path).without_key(key_id)
+            still_needed = Device.objects.filter(key_id=key_id).count()
+            if still_needed:
+                raise CommandError(
+                    f"Refusing to drop key {key_id}: {still_needed} seed(s) still need it. "
+                    "Run 'manage.py seed_key rotate' first."
+                )
+            self._write(path, remaining)
         _audit("seed_key.drop", key_id)
         self.stdout.write(f"Dropped key {key_id} from {path}.")
 
     def _require_file(self, file) -> Path:
         if not file:
             raise CommandError("name the keyring file with --file or SEED_KEYRING_FILE")
-        return Path(file)
+        path = Path(file)
+        if not _is_the_sites_file(path):
+            # Allowed (a keyring made for another node, a file made before the settings
+            # name it), but this node would go on with what it has: say so.
+            self.stderr.write(
+                f"Note: this node reads the keyring of {_site_keyring()}, not {path}: "
+                "the change reaches it only once that file is where its settings point."
+            )
+        return path
+
+    @contextlib.contextmanager
+    def _editing(self, path: Path):
+        """One edit at a time: two commands reading the file at once and writing it back each
+        would keep only the second's change (a key just made active, lost)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = path.parent / f".{path.name}.lock"
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def _read(self, path: Path) -> seeds.Keyring:
         try:
@@ -138,6 +164,8 @@ class Command(BaseCommand):
         # Written whole and renamed into place: a crash never leaves half a keyring. A new
         # file is its owner's only; a file rewritten keeps its owner, group and mode (the
         # README's root:mss-totp 0640, so the portal still reads it), never world-readable.
+        # Read back first: never write a file that the site would then refuse to load.
+        seeds.Keyring.parse(keyring.to_json(), str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = path.stat() if path.exists() else None
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
@@ -153,7 +181,20 @@ class Command(BaseCommand):
             raise
 
 
-def _audit(action: str, key_id: str, details: dict | None = None) -> bool:
+def _is_the_sites_file(path: Path) -> bool:
+    site_file = settings.SEED_KEYRING_FILE
+    if settings.SEED_KEYRING or not site_file:
+        return False
+    return os.path.abspath(site_file) == os.path.abspath(path)
+
+
+def _site_keyring() -> str:
+    if settings.SEED_KEYRING:
+        return "SEED_KEYRING (its settings)"
+    return settings.SEED_KEYRING_FILE or "no keyring (neither SEED_KEYRING nor SEED_KEYRING_FILE)"
+
+
+def _audit(action: str, key_id: str, details: dict | None = None, outcome: str = "ok") -> bool:
     """The keyring's changes in the trail: the key's id, never the key. The first key is made
     before the database is (deploy/demo/run.sh does): then there is no trail to write to,
     and False says so."""
@@ -164,7 +205,7 @@ def _audit(action: str, key_id: str, details: dict | None = None) -> bool:
         actor="manage.py seed_key",
         action=action,
         target=key_id,
-        outcome="ok",
+        outcome=outcome,
         details=details or {},
     )
     return True
