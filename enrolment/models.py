@@ -1,6 +1,5 @@
 """The domain: professionals, their mailboxes, TOTP devices, mail sessions and the audit trail."""
 
-import logging
 import time
 import uuid
 
@@ -17,8 +16,6 @@ from django_otp.models import Device as OTPDevice
 from django_otp.models import ThrottlingMixin, TimestampMixin
 
 from enrolment import seeds, totp
-
-logger = logging.getLogger(__name__)
 
 
 class Professional(models.Model):
@@ -219,12 +216,10 @@ class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
     @sensitive_variables("seed", "code")
     def match_step(self, code: str, unix_time: float | None = None, tolerance: int = 1):
         """The time step that ``code`` belongs to, within ``tolerance`` steps of the phone's
-        expected clock, or None. A device whose seed cannot be opened matches nothing."""
-        try:
-            seed = self.seed()
-        except (seeds.SeedDecryptionError, seeds.KeyringError) as exc:
-            logger.error("device %s is unusable: %s", self.uuid, exc)
-            return None
+        expected clock, or None. Raises SeedDecryptionError or KeyringError when the seed
+        cannot be opened here: no answer, rather than a wrong code counted against its owner
+        (portal/unavailable.py answers for the pages, the verifier fails temporarily)."""
+        seed = self.seed()
         now = time.time() if unix_time is None else unix_time
         expected = totp.time_step(now, self.period) + self.drift
         steps = range(expected - tolerance, expected + tolerance + 1)

@@ -194,9 +194,10 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
     # an error, and such requests may come without cost to their sender).
     keys = seeds.load_keyring().keys
     openable = [candidate for candidate in candidates if candidate.device.key_id in keys]
-    matched, step = _code_owner(credential, openable, now)
-    if matched is None and len(openable) < len(candidates):
-        return _seed_key_missing(attempt, beside_an_openable_seed=bool(openable))
+    matched, step, unopened = _code_owner(credential, openable, now)
+    unopened += len(candidates) - len(openable)
+    if matched is None and unopened:
+        return _seed_key_missing(attempt, beside_an_openable_seed=len(candidates) > unopened)
     # Whose login this is: the code's owner, else the holder of a personal mailbox.
     who = matched
     if who is None and mailbox and mailbox.kind == Mailbox.Kind.PERSONAL and len(candidates) == 1:
@@ -225,13 +226,22 @@ def _new_login(attempt: Attempt, secret: str) -> Decision:
 
 @sensitive_variables("credential")
 def _code_owner(credential, candidates: list[Candidate], now: float):
-    """The candidate whose device the code is from, and its time step; (None, None) if none."""
+    """The candidate whose device the code is from and its time step, or (None, None); and
+    how many seeds did not open on the way, though their key id is in the keyring (a key of
+    that id but other bytes, a row altered): the code may be theirs."""
+    unopened = 0
     if credential is not None:
         for candidate in candidates:
-            step = candidate.device.match_step(credential.code, now)
+            try:
+                step = candidate.device.match_step(credential.code, now)
+            except (seeds.SeedDecryptionError, seeds.KeyringError) as exc:
+                unopened += 1
+                if audit.due(str(candidate.device.uuid), "seed_unopened"):  # not every try
+                    logger.error("device %s is unusable: %s", candidate.device.uuid, exc)
+                continue
             if step is not None:
-                return candidate, step
-    return None, None
+                return candidate, step, unopened
+    return None, None, unopened
 
 
 # The mailbox and its members' devices, in one hand-written SELECT read with a plain cursor:
@@ -301,7 +311,8 @@ def _candidates(address: str) -> tuple[Mailbox | None, list[Candidate]]:
 
 
 def _seed_key_missing(attempt: Attempt, beside_an_openable_seed: bool) -> Decision:
-    """A seed the keyring cannot open (a key dropped or not deployed yet), and the code
+    """A seed the keyring cannot open (a key dropped or not deployed yet, other bytes under
+    its id, a damaged row), and the code
     matched none that it can: it may well be that seed's. A temporary failure, so the client
     retries and nobody's back-off grows; the row is left as it is, for when the key is back.
     Beside a seed that opens (a shared mailbox), temporary or not tells whether a code is

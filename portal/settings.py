@@ -54,6 +54,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.unavailable.SeedsUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from enrolment import enrolling, seeds, totp
 from enrolment.models import AuditEvent, Device, Mailbox, MailSession
+from tests.conftest import keyring_json
 from tests.test_seeds import seed_forms
 
 
@@ -87,6 +88,27 @@ def test_the_done_page_leaves_out_outgoing_mail_where_there_is_none(professional
     done = professional_client.get("/enrolment/done/").content.decode()
     assert "127.0.0.1:1993" in done
     assert "SMTP" not in done and "smtp.otp" not in done
+
+
+def test_a_key_this_node_lacks_is_no_wrong_code_and_nothing_is_lost(professional_client, settings):
+    """Shown on a node with the new key, typed on a node the keyring has not reached yet:
+    the right code is not counted as a wrong one; 503 says to try again, and it works then."""
+    settings.SEED_KEYRING = keyring_json("new-key", "test1")  # the node that made the key
+    secret = start_and_read_secret(professional_client)
+    with_new_key = settings.SEED_KEYRING
+    settings.SEED_KEYRING = keyring_json("test1")  # the next request lands on the other node
+
+    for page in (
+        professional_client.get("/enrolment/scan/"),
+        confirm(professional_client, pyotp.TOTP(secret).now()),
+    ):
+        assert page.status_code == 503 and page["Retry-After"] == "60"
+        assert "Try again in a few minutes" in page.content.decode()
+    pending = Device.objects.get(confirmed=False)
+    assert pending.throttling_failure_count == 0
+
+    settings.SEED_KEYRING = with_new_key  # the keyring copied there
+    assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
 
 
 def test_the_scan_page_shows_the_key_three_ways_and_is_never_cached(professional_client):

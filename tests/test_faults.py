@@ -95,6 +95,37 @@ def test_a_seed_under_a_missing_key_gives_temporary_failures_and_stays(claire, s
     assert verifier.verify(claire.mailbox, claire.secret(), "192.0.2.10", "imap").ok
 
 
+def test_a_key_of_the_same_id_but_other_bytes_fails_temporarily_too(claire, settings):
+    """A node given a keyring whose key has the right id but not the right bytes (made anew
+    with seed_key new --id on each node instead of copied): the seed does not open. That is
+    no wrong code: a temporary failure, and nobody's back-off grows."""
+    from enrolment import verifier
+    from enrolment.models import Device
+
+    sealed_under = Device.objects.get(pk=claire.device.pk).key_id
+    full_keyring = settings.SEED_KEYRING
+    settings.SEED_KEYRING = keyring_json(sealed_under)  # same id, fresh random bytes
+    answers = [
+        verifier.verify(claire.mailbox, claire.secret(), "192.0.2.10", "imap") for _ in range(3)
+    ]
+    assert {(a.outcome.value, a.reason) for a in answers} == {("tempfail", "seed_key_missing")}
+    assert Device.objects.get(pk=claire.device.pk).throttling_failure_count == 0
+
+    settings.SEED_KEYRING = full_keyring
+    assert verifier.verify(claire.mailbox, claire.secret(), "192.0.2.10", "imap").ok
+
+
+def test_a_member_whose_row_is_damaged_does_not_keep_the_others_out(nurses):
+    """A malformed nonce on one member's row (cryptography raised ValueError, and every
+    member's login was a temporary failure)."""
+    from enrolment import verifier
+    from enrolment.models import Device
+
+    sofia, luc = nurses
+    Device.objects.filter(pk=sofia.device.pk).update(nonce=b"\0" * 4)
+    assert verifier.verify(luc.mailbox, luc.secret(), "192.0.2.10", "imap").ok
+
+
 def test_temporary_failures_for_a_missing_key_spend_the_address_budget(nurses, settings):
     """One member's seed is under a missing key: a code that matches no other member gets a
     temporary failure (it may be that member's), a code of another member a refusal. Free,

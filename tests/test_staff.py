@@ -20,6 +20,7 @@ from django.utils import timezone
 from enrolment import staff_tokens, totp
 from enrolment.models import AuditEvent, Device, StaffEnrolmentToken
 from portal.staff import VERIFIED_AT
+from tests.conftest import keyring_json
 from tests.staff_fixtures import STAFF_PASSWORD, log_in, present_token
 
 pytestmark = pytest.mark.django_db
@@ -98,6 +99,19 @@ def test_password_guessing_from_one_address_is_slowed(client, make_staff, settin
     assert list(throttled.values_list("action", "outcome")) == [("staff.password", "reject")]
     other_address = Client(REMOTE_ADDR="192.0.2.44")
     assert log_in(other_address, alice).get("/helpdesk/").status_code == 200
+
+
+def test_a_code_whose_seed_does_not_open_here_is_no_wrong_code(client, make_staff, settings):
+    alice = make_staff("alice", "helpdesk")
+    client.post("/staff/login/", {"username": "alice", "password": alice.password})
+    own_keyring, settings.SEED_KEYRING = settings.SEED_KEYRING, keyring_json("test1")
+
+    page = client.post("/staff/code/", {"code": alice.code()})
+    assert page.status_code == 503
+    assert "Réessayez dans quelques minutes" in page.content.decode()
+    assert Device.objects.get(user=alice.user).throttling_failure_count == 0
+    settings.SEED_KEYRING = own_keyring
+    assert client.post("/staff/code/", {"code": alice.code()}).status_code == 302
 
 
 def test_wrong_codes_back_off_and_the_right_one_works_after(client, make_staff):
