@@ -6,7 +6,6 @@ and only then is the previous device (a lost phone) removed, with its mail sessi
 """
 
 import enum
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import quote, urlencode
@@ -17,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from enrolment import seeds, totp
+from enrolment import clock, seeds, totp
 from enrolment.models import Device, Mailbox, Professional
 
 
@@ -114,7 +113,7 @@ def confirm_enrolment(device: Device, code: str, unix_time: float | None = None)
     Wrong codes back off (django-otp's throttling on the pending device); an expired enrolment
     is dropped. The row lock makes two concurrent confirmations take turns.
     """
-    now = time.time() if unix_time is None else unix_time
+    now = clock.now() if unix_time is None else unix_time
     with transaction.atomic():
         device = Device.objects.select_for_update().filter(pk=device.pk).first()
         if device is None:

@@ -1,6 +1,5 @@
 """The domain: professionals, their mailboxes, TOTP devices, mail sessions and the audit trail."""
 
-import time
 import uuid
 
 from django.conf import settings
@@ -15,7 +14,7 @@ from django.views.decorators.debug import sensitive_variables
 from django_otp.models import Device as OTPDevice
 from django_otp.models import ThrottlingMixin, TimestampMixin
 
-from enrolment import seeds, totp
+from enrolment import clock, seeds, totp
 
 
 class Professional(models.Model):
@@ -220,7 +219,7 @@ class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
         cannot be opened here: no answer, rather than a wrong code counted against its owner
         (portal/unavailable.py answers for the pages, the verifier fails temporarily)."""
         seed = self.seed()
-        now = time.time() if unix_time is None else unix_time
+        now = clock.now() if unix_time is None else unix_time
         expected = totp.time_step(now, self.period) + self.drift
         steps = range(expected - tolerance, expected + tolerance + 1)
         return totp.find_step(seed, code, steps, self.digits, self.algorithm)

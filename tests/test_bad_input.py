@@ -53,13 +53,18 @@ def count(name: str) -> None:
 
 
 @FAST
-@given(secret=ODD_TEXT)
+@given(
+    secret=st.one_of(
+        ODD_TEXT,  # which seldom ends in six digits: half the cases do
+        st.builds(str.__add__, ODD_TEXT, st.from_regex(r"[0-9]{6}", fullmatch=True)),
+    )
+)
 def test_the_credential_parser_takes_anything(secret):
     count("credential parser")
     credential = split_credential(secret)
+    well_formed = len(secret) > 6 and secret[-6:].isascii() and secret[-6:].isdigit()
+    assert (credential is not None) == well_formed
     if credential is not None:
-        assert len(credential.code) == 6 and credential.code.isascii()
-        assert credential.code.isdigit() and credential.password
         assert credential.password + credential.code == secret
         assert secret not in repr(credential)
 
