@@ -42,9 +42,32 @@ def check_audit_keys(app_configs=None, **kwargs):
     return []
 
 
+@checks.register()
+def check_mail_backend_token(app_configs=None, **kwargs):
+    """nginx configured (its secret set), token mode, and no token: every mail login would be
+    checked and then fail for want of what nginx must give the IMAP backend."""
+    token_mode = settings.MAIL_BACKEND_PASS_MODE == "token"  # noqa: S105 (a mode's name)
+    if settings.NGINX_AUTH_SECRET and token_mode and not settings.MAIL_BACKEND_TOKEN:
+        return [
+            checks.Error(
+                "NGINX_AUTH_SECRET is set but MAIL_BACKEND_TOKEN is not: nginx's IMAP logins "
+                "would all fail.",
+                hint="Set MAIL_BACKEND_TOKEN (as the IMAP backend's), or "
+                "MAIL_BACKEND_PASS_MODE=password.",
+                id="enrolment.E009",
+            )
+        ]
+    return []
+
+
 def refuse_to_start_misconfigured():
     """What gunicorn must not serve with (it runs no system checks of its own)."""
-    errors = check_seed_keyring() + check_audit_keys() + check_psc_settings()
+    errors = (
+        check_seed_keyring()
+        + check_audit_keys()
+        + check_psc_settings()
+        + check_mail_backend_token()
+    )
     if errors:
         raise ImproperlyConfigured(errors[0].msg)
 

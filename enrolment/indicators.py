@@ -6,9 +6,11 @@ knows (devices, enrolments) are read from it at scrape time, so they agree acros
 and restarts.
 """
 
+import logging
 import os
 from datetime import timedelta
 
+from django.db import DatabaseError
 from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import (
@@ -21,6 +23,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from enrolment.models import AuditEvent, Device, MailSession, Professional
+
+logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("imap", "pop3", "smtp", "submission", "sieve")  # as verify_views accepts
 
@@ -54,6 +58,18 @@ class DatabaseFigures:
     """A collector read at each scrape."""
 
     def collect(self):
+        up = GaugeMetricFamily("mss_totp_database_up", "Whether the database answered the scrape.")
+        try:
+            figures = list(self._database_figures())
+        except DatabaseError:
+            # The workers' counters are what an outage must still show (its temporary
+            # failures): the scrape goes on without the database's figures.
+            logger.exception("metrics: the database did not answer")
+            figures = []
+        up.add_metric([], 1 if figures else 0)
+        yield from (up, *figures)
+
+    def _database_figures(self):
         active = GaugeMetricFamily(
             "mss_totp_active_devices", "Confirmed devices of active professionals."
         )
@@ -67,7 +83,7 @@ class DatabaseFigures:
             enrolments.add_metric([kind], count)
         sessions = GaugeMetricFamily("mss_totp_mail_sessions", "Live mail sessions.")
         sessions.add_metric([], live_sessions())
-        yield from (active, enrolments, sessions)
+        return active, enrolments, sessions
 
 
 def exposition() -> bytes:

@@ -20,6 +20,7 @@ from enrolment import indicators, mail_sessions, seeds
 from enrolment.models import ApiKey, Device, Mailbox
 from enrolment.verifier import MAX_SECRET_LENGTH, Decision, Outcome, verify
 from portal.client import address_among
+from portal.env import split_ip_and_port
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,17 @@ def nginx_auth(request):
     protocol = request.headers.get("Auth-Protocol", "").lower()
     if not nginx_caller_allowed(request):
         logger.warning("auth_http: refused a caller from %s", request.META.get("REMOTE_ADDR"))
-        return nginx_reply(Decision(Outcome.TEMPFAIL, "caller_not_allowed"), protocol, 403)
+        decision = Decision(Outcome.TEMPFAIL, "caller_not_allowed")
+        return nginx_reply(decision, protocol, status=403)
     secret = header(request, "Auth-Pass")
+    attempt = login_attempt(request)
+    # What the reply to a success needs, before the login is decided (and its code spent,
+    # its session opened): a setting that fails it fails it with nothing committed.
+    try:
+        backend_pass = backend_password(secret) if protocol in ("imap", "pop3") else None
+    except Exception:
+        logger.exception("auth_http: no password for the backend; a temporary failure")
+        return nginx_reply(Decision(Outcome.TEMPFAIL, "no_backend_password"), protocol, attempt)
     decision = verify(
         header(request, "Auth-User"),  # read again below for the reply
         secret,
@@ -69,12 +79,7 @@ def nginx_auth(request):
         caller="nginx",
     )
     if not decision.ok:
-        return nginx_reply(decision, protocol)
-    try:
-        backend_pass = backend_password(secret) if protocol in ("imap", "pop3") else None
-    except Exception:
-        logger.exception("auth_http: no password for the backend; a temporary failure")
-        return nginx_reply(Decision(Outcome.TEMPFAIL, "no_backend_password"), protocol)
+        return nginx_reply(decision, protocol, attempt)
     response = nginx_reply(decision, protocol)
     # The backend gets the name that was checked, not the client's spelling of it.
     response["Auth-User"] = Mailbox.normalise_address(header(request, "Auth-User"))
@@ -114,7 +119,17 @@ class LeanAuthHttpReplies:
         return response
 
 
-def nginx_reply(decision: Decision, protocol: str, status: int = 200) -> HttpResponse:
+def login_attempt(request) -> int:
+    """Auth-Login-Attempt: the how-manieth try on this client connection (1, 2, ...)."""
+    try:
+        return max(1, int(request.headers.get("Auth-Login-Attempt", "1")))
+    except ValueError:
+        return 1
+
+
+def nginx_reply(
+    decision: Decision, protocol: str, attempt: int = 1, status: int = 200
+) -> HttpResponse:
     """nginx reads only the Auth-* headers (the status line is ignored), in 1 KiB at most."""
     response = HttpResponse(status=status)
     response.auth_http = True  # LeanAuthHttpReplies
@@ -137,15 +152,18 @@ def nginx_reply(decision: Decision, protocol: str, status: int = 200) -> HttpRes
         # With Auth-Wait nginx holds the connection, answers, and lets the client retry.
         wait = min(max(1, decision.retry_after), settings.MAIL_AUTH_WAIT_MAX_SECONDS)
         response["Auth-Wait"] = str(wait)
+    if attempt >= settings.MAIL_AUTH_MAX_ATTEMPTS:
+        del response["Auth-Wait"]  # nginx answers, then closes this connection
     if not smtp:
         del response["Auth-Error-Code"]
     return response
 
 
 def backend_for(protocol: str) -> tuple[str, str]:
-    target = settings.MAIL_BACKEND_SMTP if protocol == "smtp" else settings.MAIL_BACKEND_IMAP
-    host, _, port = target.rpartition(":")
-    return host, port
+    """The backend's address as nginx takes it: an IP without brackets, and a port."""
+    name = "MAIL_BACKEND_SMTP" if protocol == "smtp" else "MAIL_BACKEND_IMAP"
+    host, port = split_ip_and_port(getattr(settings, name), name)
+    return host, str(port)
 
 
 # --- JSON API ---------------------------------------------------------------------------------
@@ -215,8 +233,13 @@ def api_verify(request):
         logger.exception("api_verify: cannot check the API key; refusing")
         return api_reply(Decision(Outcome.TEMPFAIL, "internal_error"))
     if caller is None:
-        return api_error(401, "a valid API key is required (Authorization: Bearer ...)")
-    fields = parse_verify_request(request.body)
+        response = api_error(401, "a valid API key is required (Authorization: Bearer ...)")
+        response["WWW-Authenticate"] = 'Bearer realm="verify"'
+        return response
+    # Before request.body: past Django's upload limit, reading it answers an HTML 400 that
+    # no caller of this API can tell from a proxy's.
+    too_large = _declared_length(request) > MAX_BODY
+    fields = "request body too large" if too_large else parse_verify_request(request.body)
     if isinstance(fields, str):
         # A refusal, marked as the API's own: a 400 from anything in between is not one.
         response = api_error(400, fields)
@@ -230,6 +253,13 @@ def api_verify(request):
         caller=f"api:{caller.name}",
     )
     return api_reply(decision)
+
+
+def _declared_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return MAX_BODY + 1
 
 
 def api_reply(decision: Decision) -> JsonResponse:
@@ -270,6 +300,20 @@ def live(request):
     return HttpResponse("ok", content_type="text/plain")
 
 
+def database_read_only() -> bool:
+    """Whether the database answers but takes no writes: a PostgreSQL standby after a failover,
+    a read-only default. SELECT 1 passed there while every new login failed."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT current_setting('transaction_read_only')")
+            return cursor.fetchone()[0] == "on"
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA query_only")
+            return bool(cursor.fetchone()[0])
+        cursor.execute("SELECT 1")
+        return False
+
+
 def seeds_without_key(keyring) -> list[str]:
     """Key ids that devices were sealed under and the keyring lacks (logged, not returned)."""
     in_use = set(Device.objects.values_list("key_id", flat=True).distinct())
@@ -285,8 +329,9 @@ def ready(request):
     what is wrong (never a key or a setting's value) takes the node out of the pool."""
     problems = []
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        if database_read_only():
+            logger.error("readiness: the database takes no writes (a standby?)")
+            problems.append("database_read_only")
     except Exception:
         logger.exception("readiness: the database does not answer")
         problems.append("database")

@@ -63,6 +63,31 @@ def env_networks(name: str, default: str = "") -> list[str]:
     return entries
 
 
+def env_ip_and_port(name: str, default: str) -> str:
+    """IP:PORT ([2001:db8::1]:143 for IPv6) of a server that nginx's mail proxy connects to:
+    nginx takes an address in Auth-Server, not a host name, and a port of 1-65535. Checked
+    now: else every login would be accepted, its code spent, and then fail at nginx."""
+    raw = env_str(name, default).strip()
+    split_ip_and_port(raw, name)
+    return raw
+
+
+def split_ip_and_port(value: str, name: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise ImproperlyConfigured(
+            f"{name} must be IP:PORT (an address, not a name; [IPv6]:PORT), not {value!r}"
+        )
+    return host, number
+
+
 def env_secret(name: str, default: str = "") -> str:
     """The value of NAME, or the content of the file named by NAME_FILE (one trailing newline
     stripped). Setting both is refused: which one wins would be a guess."""

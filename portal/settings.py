@@ -10,7 +10,15 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_int, env_list, env_networks, env_secret, env_str
+from portal.env import (
+    env_bool,
+    env_int,
+    env_ip_and_port,
+    env_list,
+    env_networks,
+    env_secret,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -291,6 +299,10 @@ THROTTLE_ADDRESS_REFILL_PER_MINUTE = env_int("THROTTLE_ADDRESS_REFILL_PER_MINUTE
 THROTTLE_PROFESSIONAL_MAX_SECONDS = env_int("THROTTLE_PROFESSIONAL_MAX_SECONDS", 900, minimum=1)
 # nginx holds a refused connection this long at most before it answers (Auth-Wait).
 MAIL_AUTH_WAIT_MAX_SECONDS = env_int("MAIL_AUTH_WAIT_MAX_SECONDS", 10, minimum=1)
+# nginx lets one connection try again and again while refusals carry Auth-Wait, keeping every
+# attempt in memory until the connection ends: from this attempt on, a refusal comes without
+# it, and nginx answers and closes the connection (mail-proxy.md §7.3).
+MAIL_AUTH_MAX_ATTEMPTS = env_int("MAIL_AUTH_MAX_ATTEMPTS", 10, minimum=1)
 # nginx mail auth_http: who may ask, and where the mail goes once the login is accepted.
 NGINX_AUTH_HEADER = env_str("NGINX_AUTH_HEADER", "X-Auth-Key")
 NGINX_AUTH_SECRET = env_secret("NGINX_AUTH_SECRET")
@@ -302,8 +314,8 @@ NGINX_AUTH_ALLOWED_ADDRESSES = env_networks("NGINX_AUTH_ALLOWED_ADDRESSES", "127
 # A web nginx on another host that is missing here gives every browser nginx's address:
 # one staff-login budget for all, and nginx's address in the trail.
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", "127.0.0.1,::1")
-MAIL_BACKEND_IMAP = env_str("MAIL_BACKEND_IMAP", "127.0.0.1:143")
-MAIL_BACKEND_SMTP = env_str("MAIL_BACKEND_SMTP", "127.0.0.1:25")
+MAIL_BACKEND_IMAP = env_ip_and_port("MAIL_BACKEND_IMAP", "127.0.0.1:143")
+MAIL_BACKEND_SMTP = env_ip_and_port("MAIL_BACKEND_SMTP", "127.0.0.1:25")
 # What nginx gives the IMAP backend as password: "token", the secret MAIL_BACKEND_TOKEN that
 # the backend checks (deploy/dovecot/backend.conf; the verifier never echoes a password), or
 # "password", the password without the code.

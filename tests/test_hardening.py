@@ -4,6 +4,7 @@ request ids on responses and log lines, JSON logs, and the health endpoints."""
 import json
 
 import pytest
+from django.db import connection
 
 from enrolment import seeds
 from tests.test_settings import run_manage
@@ -83,3 +84,25 @@ def test_readiness_checks_the_database_and_the_keyring(client, make_device, user
     assert response.status_code == 503
     assert response.json() == {"ready": False, "failing": ["keyring_lacks_keys_in_use"]}
     assert "gone" not in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_takes_no_writes_is_not_ready(client):
+    """A PostgreSQL standby after a failover: SELECT 1 answers, every new login fails."""
+    read_only = {
+        "postgresql": (
+            "SET default_transaction_read_only = on",
+            "RESET default_transaction_read_only",
+        ),
+        "sqlite": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF"),
+    }[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(read_only[0])
+    try:
+        response = client.get("/internal/health/ready")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(read_only[1])
+    assert response.status_code == 503
+    assert response.json() == {"ready": False, "failing": ["database_read_only"]}
+    assert client.get("/internal/health/ready").status_code == 200

@@ -88,3 +88,18 @@ def test_the_summary_page_agrees(helpdesk_client, claire, client):
     assert re.search(r'id="live-sessions">1<', html)
     assert re.search(r"<td>ok</td><td>IMAP</td><td>1</td>", html)
     assert re.search(r"<td>reject</td><td>SMTP</td><td>1</td>", html)
+
+
+def test_a_database_outage_still_shows_the_workers_counters(metrics, claire, nginx_secret):
+    """During an outage the temporary failures are what the scrape must show."""
+    from unittest import mock
+
+    from django.db import DatabaseError
+
+    nginx_ask(claire.mailbox, claire.secret())
+    assert metrics()["mss_totp_database_up"] == 1
+    with mock.patch("enrolment.indicators.active_devices", side_effect=DatabaseError("down")):
+        figures = metrics()
+    assert figures["mss_totp_database_up"] == 0
+    assert "mss_totp_active_devices" not in figures
+    assert any(name.startswith("mss_totp_mail_logins_total") for name in figures)

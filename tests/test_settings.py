@@ -177,3 +177,23 @@ def test_behind_pgbouncer_the_database_options_follow_the_environment():
     assert result.stdout.split() == ["True", "None"]
     default = run_manage("shell", "-v", "0", "-c", script, DATABASE_URL=pooled["DATABASE_URL"])
     assert default.stdout.split() == ["False", "5"]
+
+
+@pytest.mark.parametrize("backend", ["imap.internal:1143", "127.0.0.1", "127.0.0.1:0", "[::1]"])
+def test_a_backend_nginx_could_not_reach_stops_the_start(backend):
+    """nginx takes an address in Auth-Server, not a name: each login would be accepted, its
+    code spent, then fail at nginx."""
+    result = run_manage("check", MAIL_BACKEND_IMAP=backend)
+    assert result.returncode != 0
+    assert "MAIL_BACKEND_IMAP must be IP:PORT" in result.stderr
+
+
+def test_nginx_without_the_backend_token_stops_the_start():
+    result = load_gunicorn_entry_point(
+        SECRET_KEY="x" * 50,
+        SEED_KEYRING=keyring_json("k"),
+        NGINX_AUTH_SECRET="n" * 40,
+        MAIL_BACKEND_TOKEN="",
+    )
+    assert result.returncode != 0
+    assert "MAIL_BACKEND_TOKEN is not" in result.stderr

@@ -3,6 +3,7 @@ every rule of DESIGN §5. The real nginx, Dovecot and Postfix are in test_mail_s
 
 import json
 import re
+import time
 from datetime import timedelta
 from unittest import mock
 
@@ -27,6 +28,7 @@ def nginx_ask(
     protocol="imap",
     key="test-nginx-shared-secret",
     remote="127.0.0.1",
+    attempt=1,
 ):
     """One auth_http request, as nginx's mail module sends it."""
     headers = {
@@ -34,7 +36,7 @@ def nginx_ask(
         "Auth-User": nginx_escape(user),
         "Auth-Pass": nginx_escape(secret),
         "Auth-Protocol": protocol,
-        "Auth-Login-Attempt": "1",
+        "Auth-Login-Attempt": str(attempt),
         "Client-IP": client_ip,
         "X-Auth-Key": key,
     }
@@ -682,6 +684,45 @@ def test_an_unusable_seed_never_logs_in(claire):
     Device.objects.filter(pk=claire.device.pk).update(ciphertext=b"\x00" * 36)
     answer = nginx_ask(claire.mailbox, claire.secret())
     assert answer["Auth-Status"].startswith("[UNAVAILABLE] ")
+
+
+@pytest.mark.parametrize("protocol", ["imap", "smtp"])
+def test_a_connection_that_keeps_guessing_is_closed(claire, settings, protocol):
+    """nginx lets a connection retry as long as refusals carry Auth-Wait, and keeps every
+    attempt in memory until it ends: from MAIL_AUTH_MAX_ATTEMPTS on, none, and nginx closes."""
+    wrong = claire.password + f"{(int(claire.code()) + 1) % 10**6:06d}"
+    last_allowed = settings.MAIL_AUTH_MAX_ATTEMPTS - 1
+    assert "Auth-Wait" in nginx_ask(claire.mailbox, wrong, protocol=protocol, attempt=last_allowed)
+    for attempt in (settings.MAIL_AUTH_MAX_ATTEMPTS, 500):
+        answer = nginx_ask(claire.mailbox, wrong, protocol=protocol, attempt=attempt)
+        assert answer["Auth-Status"].endswith("Invalid login or password")
+        assert "Auth-Wait" not in answer
+
+
+def test_a_missing_backend_token_fails_before_anything_is_spent(claire, settings):
+    settings.MAIL_BACKEND_TOKEN = ""  # token mode (the default) without its token
+    answer = nginx_ask(claire.mailbox, claire.secret())
+    assert answer["Auth-Status"].startswith("[UNAVAILABLE] ")
+    assert not MailSession.objects.exists()
+    assert not AuditEvent.objects.filter(action="mail.login", outcome="ok").exists()
+    device = Device.objects.get(pk=claire.device.pk)
+    assert device.last_t < totp.time_step(time.time())  # the code is not spent
+    settings.MAIL_BACKEND_TOKEN = "t" * 40
+    assert ok(nginx_ask(claire.mailbox, claire.secret()))
+
+
+@pytest.mark.parametrize(
+    ("backend", "server", "port"),
+    [("[::1]:1143", "::1", "1143"), ("10.0.0.5:143", "10.0.0.5", "143")],
+)
+def test_the_backend_is_given_as_nginx_reads_it(claire, settings, backend, server, port):
+    settings.MAIL_BACKEND_IMAP = backend
+    answer = nginx_ask(claire.mailbox, claire.secret())
+    assert (answer["Auth-Status"], answer["Auth-Server"], answer["Auth-Port"]) == (
+        "OK",
+        server,
+        port,
+    )
 
 
 def test_a_malformed_client_address_is_refused(claire):

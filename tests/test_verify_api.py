@@ -235,3 +235,36 @@ def fifty_logins_at_once(site_url, api_token, claire) -> list:
     for thread in threads:
         thread.join()
     return outcomes
+
+
+def test_a_request_without_a_key_is_told_how_to_authenticate(claire):
+    response = Client().post("/api/v1/verify", "{}", content_type="application/json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="verify"'
+
+
+def test_a_body_past_djangos_upload_limit_is_the_apis_own_400(claire, api_token, openapi):
+    """Django's HTML 400 is no answer the Lua passdb or a generated client reads as a refusal."""
+    body = {"mailbox": claire.mailbox, "secret": "x123456", "client_ip": "192.0.2.1"}
+    body["pad"] = "x" * 3_000_000  # past DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = Client(raise_request_exception=False).post(
+        "/api/v1/verify",
+        json.dumps(body),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    check_against(openapi, response, 400)
+    assert response["X-Verify-Outcome"] == "reject"
+
+
+def test_a_nul_in_the_query_gets_the_apis_own_answer(claire, api_token, openapi):
+    """The API reads no query string: the site's NUL guard (an HTML 400) leaves it alone."""
+    body = {"mailbox": claire.mailbox, "secret": "x123456", "client_ip": "192.0.2.1"}
+    response = Client(raise_request_exception=False).post(
+        "/api/v1/verify?x=%00",
+        json.dumps(body),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    check_against(openapi, response, 200)
+    assert response["X-Verify-Outcome"] == "reject"
