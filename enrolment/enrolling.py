@@ -82,17 +82,22 @@ def account_label(professional: Professional) -> str:
     return mailbox.address if mailbox else professional.national_id
 
 
+def issuer() -> str:
+    """The issuer FreeOTP shows, in the QR code and for a key typed by hand alike. No colon:
+    FreeOTP-Android rejects a label with two."""
+    return settings.TOTP_ISSUER.replace(":", "").strip()
+
+
 def otpauth_uri(device: Device, account: str, seed: bytes) -> str:
     """The Key URI that FreeOTP (Android and iOS) and other apps read. FreeOTP takes the issuer
-    from the label's prefix and iOS ignores the parameter, so both carry the same name; neither
-    may hold a colon (FreeOTP-Android rejects a label with two)."""
-    issuer = settings.TOTP_ISSUER.replace(":", "").strip()
+    from the label's prefix and iOS ignores the parameter, so both carry the same name."""
+    issuer_name = issuer()
     account = account.replace(":", "")
-    label = quote(f"{issuer}:{account}", safe=":")
+    label = quote(f"{issuer_name}:{account}", safe=":")
     query = urlencode(
         {
             "secret": totp.base32_secret(seed),
-            "issuer": issuer,
+            "issuer": issuer_name,
             "algorithm": device.algorithm.upper(),
             "digits": device.digits,
             "period": device.period,

@@ -281,6 +281,14 @@ class MailSession(models.Model):
     def __str__(self):
         return f"{self.mailbox} {self.protocol} {self.client_network}"
 
+    @property
+    def client_shown(self) -> str:
+        """The client's address as a person reads it: 192.0.2.7, not 192.0.2.7/32; a wider
+        network (MAIL_SESSION_PREFIX_V4/_V6) as a network."""
+        address, _, prefix = self.client_network.partition("/")
+        whole = {"32": ":" not in address, "128": ":" in address}
+        return address if whole.get(prefix) else self.client_network
+
 
 class ApiKey(models.Model):
     """A caller of the JSON verify API (a Dovecot, another proxy). Only a SHA-256 of the token

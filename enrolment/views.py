@@ -57,7 +57,9 @@ def home(request):
 @professional_required
 @recent_psc_login
 def enrolment_start(request):
-    """Step 1: what the professional needs, and why. POST starts a new enrolment."""
+    """Step 1: what the professional needs, and why. POST starts a new enrolment; while this
+    browser's own is under way, the page offers to go on with it first (a new key would make
+    the one already scanned useless, and FreeOTP would show two entries alike)."""
     if request.method == "POST":
         enrolling.start_enrolment_in(request.session, request.user, PENDING)
         audit.record(request, "enrolment.start", outcome="ok")
@@ -65,8 +67,21 @@ def enrolment_start(request):
     ctx = {
         "replacing": Device.objects.filter(user=request.user, confirmed=True).exists(),
         "pending_minutes": settings.ENROLMENT_PENDING_SECONDS // 60,
+        "under_way": enrolling.pending_device_in(request.session, request.user, PENDING),
     }
     return render(request, "enrolment/start.html", ctx)
+
+
+def no_enrolment_under_way(request):
+    """Where scan and confirm send a browser whose enrolment is not pending any more: to the
+    done page if it is the one this browser just confirmed (Back, a second tab, a form sent
+    again), else to the start."""
+    finished = request.session.get(PENDING)
+    if finished and Device.objects.filter(pk=finished, user=request.user, confirmed=True).exists():
+        messages.info(request, _("This phone is enrolled already: nothing more to do."))
+        return redirect("enrolment_done")
+    messages.info(request, _("Your enrolment expired or was replaced by a newer one; start again."))
+    return redirect("enrolment_start")
 
 
 @never_cache  # this page shows the seed
@@ -77,8 +92,7 @@ def enrolment_scan(request):
     """Step 2: the QR code, the key to type, and the otpauth:// link."""
     device = enrolling.pending_device_in(request.session, request.user, PENDING)
     if device is None:
-        messages.info(request, _("Your enrolment expired or is finished; start again."))
-        return redirect("enrolment_start")
+        return no_enrolment_under_way(request)
     seed = device.seed()
     uri = enrolling.otpauth_uri(device, enrolling.account_label(professional_of(request)), seed)
     secret = enrolling.grouped(totp.base32_secret(seed))
@@ -86,7 +100,7 @@ def enrolment_scan(request):
         "qr_svg": enrolling.qr_svg(uri),
         "otpauth_uri": uri,
         "secret": secret,
-        "issuer": settings.TOTP_ISSUER,
+        "issuer": enrolling.issuer(),
         "pending_until": device.pending_until,
     }
     return render(request, "enrolment/scan.html", ctx)
@@ -100,8 +114,7 @@ def enrolment_confirm(request):
     """Step 3: the first code from the phone turns the pending device into the active one."""
     device = enrolling.pending_device_in(request.session, request.user, PENDING)
     if device is None:
-        messages.info(request, _("Your enrolment expired or is finished; start again."))
-        return redirect("enrolment_start")
+        return no_enrolment_under_way(request)
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         result = enrolling.confirm_enrolment(device, form.cleaned_data["code"])
@@ -114,8 +127,7 @@ def enrolment_confirm(request):
                 "clock_offset_seconds": result.clock_offset_seconds,
             },
         )
-        if result.outcome is Outcome.CONFIRMED:
-            request.session.pop(PENDING, None)
+        if result.outcome is Outcome.CONFIRMED:  # PENDING now names what this browser enrolled
             return confirmed(request, result)
         if result.outcome is Outcome.ALREADY_CONFIRMED:
             return redirect("enrolment_done")  # told and emailed by the first request
@@ -134,8 +146,8 @@ def refusal_message(result: enrolling.Confirmation) -> str:
             result.retry_after,
         ) % {"seconds": result.retry_after}
     return _(
-        "This code is not the right one. Check that you scanned this page's QR code and "
-        "type the code FreeOTP shows now."
+        "This code is not the right one. Check that FreeOTP shows the key of the previous "
+        "page (the last one shown, if you opened it twice) and type the code it shows now."
     )
 
 
@@ -164,6 +176,7 @@ def enrolment_done(request):
         "imap_port": settings.MAIL_IMAP_PORT,
         "smtp_host": settings.MAIL_SMTP_HOST,
         "smtp_port": settings.MAIL_SMTP_PORT,
+        "separator": settings.VERIFY_CODE_SEPARATOR,
         "helpdesk_phone": settings.HELPDESK_PHONE,
     }
     return render(request, "enrolment/done.html", ctx)
@@ -183,10 +196,21 @@ def mail_sessions_page(request):
             return redirect("mail_sessions")
         ended = chosen.update(revoked_at=timezone.now(), revoked_reason="ended_by_professional")
         audit.record(request, "mail_session.end", outcome="ok", details={"count": ended})
-        messages.success(request, _("Ended. That mail software must log in again with a new code."))
+        if ended:
+            messages.success(request, _ended_message(ended))
+        else:  # ended meanwhile, in another tab or by its lifetime: say so, not "ended"
+            messages.info(request, _("That session had ended already."))
         return redirect("mail_sessions")
     ctx = {"sessions": sessions.select_related("mailbox").order_by("-last_seen_at")}
     return render(request, "enrolment/mail_sessions.html", ctx)
+
+
+def _ended_message(count: int) -> str:
+    return ngettext(
+        "%(count)d session ended. That mail software must log in again with a new code.",
+        "%(count)d sessions ended. That mail software must log in again with a new code.",
+        count,
+    ) % {"count": count}
 
 
 def _sessions_to_end(sessions, choice: str):

@@ -145,6 +145,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # French first, English too.
 LANGUAGE_CODE = "fr"
 LANGUAGES = [("fr", "Français"), ("en", "English")]
+FORMAT_MODULE_PATH = ["portal.formats"]  # en with French dates (portal/formats/en)
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "Europe/Paris"
 USE_I18N = True

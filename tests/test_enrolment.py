@@ -111,6 +111,60 @@ def test_a_key_this_node_lacks_is_no_wrong_code_and_nothing_is_lost(professional
     assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
 
 
+def test_back_or_a_form_sent_again_after_the_confirmation_lands_on_the_done_page(
+    professional_client,
+):
+    secret = start_and_read_secret(professional_client)
+    assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
+
+    code = pyotp.TOTP(secret).now()
+    for again in (
+        professional_client.get("/enrolment/scan/", follow=True),  # Back, twice
+        professional_client.get("/enrolment/confirm/", follow=True),
+        professional_client.post("/enrolment/confirm/", {"code": code}, follow=True),  # again
+    ):
+        assert again.redirect_chain[-1][0] == "/enrolment/done/"
+        assert "This phone is enrolled already" in again.content.decode()
+    assert Device.objects.filter(confirmed=True).count() == 1  # no second enrolment offered
+
+
+def test_the_start_page_offers_to_go_on_with_the_key_already_shown(professional_client):
+    """'Finish the enrolment' from the home page: a new key would make the one scanned useless."""
+    secret = start_and_read_secret(professional_client)
+
+    start = professional_client.get("/enrolment/").content.decode()
+    assert "Your enrolment is under way" in start
+    assert 'href="/enrolment/confirm/"' in start and 'href="/enrolment/scan/"' in start
+    again = professional_client.get("/enrolment/scan/").content.decode()  # the same key
+    assert secret in again.replace(" ", "")
+    assert confirm(professional_client, pyotp.TOTP(secret).now()).url == "/enrolment/done/"
+
+
+def test_the_done_page_names_the_separator_when_there_is_one(professional_client, settings):
+    enrol(professional_client)
+    settings.VERIFY_CODE_SEPARATOR = ";"
+    done = professional_client.get("/enrolment/done/").content.decode()
+    assert "type your mail password, then <kbd>;</kbd>, then the 6 digits" in done
+    assert "immediately followed" not in done
+
+
+def test_dates_in_english_put_the_day_first(professional_client, professional, make_device):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    at = datetime(2026, 12, 2, 9, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    make_device(professional.user, confirmed_at=at)
+    home = professional_client.get("/").content.decode()
+    assert "enrolled on 02/12/2026 09:30" in home
+
+
+def test_the_key_typed_by_hand_has_the_qr_codes_issuer(professional_client, settings):
+    settings.TOTP_ISSUER = "Opérateur: MSSanté"
+    professional_client.post("/enrolment/")
+    page = professional_client.get("/enrolment/scan/").content.decode()
+    assert 'type "Opérateur MSSanté" as issuer' in page
+
+
 def test_the_scan_page_shows_the_key_three_ways_and_is_never_cached(professional_client):
     professional_client.post("/enrolment/")
     page = professional_client.get("/enrolment/scan/")

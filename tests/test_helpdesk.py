@@ -99,7 +99,7 @@ def test_the_professional_page_shows_state_and_no_secret(helpdesk_client, claire
     html = helpdesk_client.get(page_of(claire)).content.decode()
     assert "claire.martin@demo.mssante.fr" in html
     assert "Enrôlé le" in html
-    assert "192.0.2.7/32" in html  # the open mail session
+    assert "<td>192.0.2.7</td>" in html  # the open mail session
     assert "new_login" in html  # the last login, from the audit trail
     device = Device.objects.get(pk=claire.device.pk)
     for secret in (

@@ -20,10 +20,14 @@ def test_the_page_lists_sessions_and_ends_one_or_all(claire, browser):
     assert ok(nginx_ask(claire.mailbox, second, client_ip=OTHER_IP, protocol="smtp"))
 
     page = browser.get("/mail-sessions/").content.decode()
-    assert "192.0.2.10/32" in page and f"{OTHER_IP}/32" in page and "SMTP" in page
+    assert "<td>192.0.2.10</td>" in page and f"<td>{OTHER_IP}</td>" in page and "SMTP" in page
+    assert "/32" not in page  # an address, as a person reads it
+    # Each button says, to a screen reader, which session it ends.
+    assert f"the session of {claire.mailbox} from {OTHER_IP} (SMTP)</span></button>" in page
 
     one = MailSession.objects.get(client_network=f"{OTHER_IP}/32")
-    browser.post("/mail-sessions/", {"end": str(one.pk)})
+    told = browser.post("/mail-sessions/", {"end": str(one.pk)}, follow=True)
+    assert "1 session ended." in told.content.decode()
     assert not ok(nginx_ask(claire.mailbox, second, client_ip=OTHER_IP))
     assert ok(nginx_ask(claire.mailbox, first))
 
@@ -34,6 +38,23 @@ def test_the_page_lists_sessions_and_ends_one_or_all(claire, browser):
         in browser.get("/mail-sessions/").content.decode()
     )
     assert AuditEvent.objects.filter(action="mail_session.end").count() == 2
+
+
+def test_a_session_ended_meanwhile_is_not_said_to_be_ended_now(claire, browser):
+    """The page in a second tab, or a Back: its button names a session already over."""
+    assert ok(nginx_ask(claire.mailbox, claire.secret()))
+    session = MailSession.objects.get()
+    browser.post("/mail-sessions/", {"end": "all"}, follow=True)
+
+    told = browser.post("/mail-sessions/", {"end": str(session.pk)}, follow=True)
+    page = told.content.decode()
+    assert "That session had ended already." in page and "ended. That" not in page
+
+
+def test_a_network_wider_than_one_address_is_shown_as_a_network(claire, browser, settings):
+    settings.MAIL_SESSION_PREFIX_V4 = 24
+    assert ok(nginx_ask(claire.mailbox, claire.secret()))
+    assert "<td>192.0.2.0/24</td>" in browser.get("/mail-sessions/").content.decode()
 
 
 def test_a_professional_cannot_end_someone_elses_session(claire, nurses, browser):
