@@ -12,6 +12,19 @@ AXE = Path(__file__).resolve().parent / "browser" / "node_modules" / "axe-core" 
 WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
+def csp_violations(target) -> list[str]:
+    """Every Content-Security-Policy violation that a page or a whole browser context reports
+    from now on (the list fills as they come): a test asserts it stays empty."""
+    violations = []
+    target.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return violations
+
+
 def read_qr(page: Page, selector: str) -> str:
     """Screenshot the element and decode it, as the phone's camera does."""
     shot = page.locator(selector).screenshot()

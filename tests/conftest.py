@@ -155,13 +155,9 @@ def moved_clock(monkeypatch):
 @pytest.fixture
 def page(page):
     """pytest-playwright's page, failing the test on any Content-Security-Policy violation."""
-    violations = []
-    page.on(
-        "console",
-        lambda message: (
-            violations.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
+    from tests.browser_tools import csp_violations
+
+    violations = csp_violations(page)
     yield page
     assert violations == []
 

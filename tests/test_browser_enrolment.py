@@ -11,7 +11,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from enrolment.models import Device, MailSession
-from tests.browser_tools import axe_violations, read_qr
+from tests.browser_tools import axe_violations, csp_violations, read_qr
 
 PHONE = {
     "viewport": {"width": 390, "height": 844},
@@ -75,6 +75,7 @@ def test_a_new_professional_enrols_freeotp(
     browser, live_server, standin_psc, demo_mailboxes, screen
 ):
     context = browser.new_context(locale="fr-FR", **(PHONE if screen == "phone" else {}))
+    violations = csp_violations(context)  # its own context: the page fixture's check is not here
     page = context.new_page()
 
     phone = enrol_through_the_wizard(page, live_server)
@@ -90,6 +91,7 @@ def test_a_new_professional_enrols_freeotp(
     page.goto(f"{live_server.url}/mail-sessions/")
     expect(page.get_by_text("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", exact=True)).to_be_visible()
     assert fits_the_screen(page)
+    assert violations == []
     context.close()
 
 
@@ -121,6 +123,7 @@ def test_every_wizard_page_passes_axe_wcag21_aa(
     browser, live_server, standin_psc, demo_mailboxes, language
 ):
     context = browser.new_context(locale="fr-FR")
+    violations = csp_violations(context)
     page = context.new_page()
     found = {}
 
@@ -141,6 +144,7 @@ def test_every_wizard_page_passes_axe_wcag21_aa(
 
     assert len(found) >= 6
     assert {url: v for url, v in found.items() if v} == {}
+    assert violations == []
     context.close()
 
 
