@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -93,12 +94,23 @@ def failure_page(request, reason: str, detail: str = "", *, sampled: bool = Fals
     """The page of a failed login, logged and audited. ``sampled``: a failure that anyone can
     cause without logging in at PSC (a callback link of no login of this browser's), logged
     and audited once a minute per address (audit.due), lest a loop of such links flood both."""
-    status, title, message = FAILURES[reason]
     if not sampled or audit.due(_sampling_source(request), f"psc.{reason}"):
         logger.warning("PSC login refused (%s): %s", reason, detail)
         target = detail if reason == "unknown_professional" else ""
         details = {"reason": reason}
         audit.record(request, "psc.login", outcome="refused", target=target, details=details)
+    # Shown at an address of its own: rendered at the callback's, a refresh or the language
+    # switch (whose "next" is the page's address) replayed the spent code and state, and the
+    # real reason became "this link is not valid"; the code stayed in the history too.
+    return redirect(f"{reverse('psc_failure')}?{urlencode({'reason': reason})}")
+
+
+def failure_view(request):
+    """The page of a failed login, by its reason: a fixed text, nothing of the login's."""
+    reason = request.GET.get("reason", "")
+    if reason not in FAILURES:
+        raise Http404
+    status, title, message = FAILURES[reason]
     return render(request, "psc/failure.html", {"title": title, "message": message}, status=status)
 
 

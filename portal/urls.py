@@ -4,7 +4,7 @@ from django.views.i18n import set_language
 from mozilla_django_oidc.views import OIDCLogoutView
 
 from enrolment import staff_views, verify_views, views
-from portal import staff
+from portal import psc, staff
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,6 +14,7 @@ urlpatterns = [
     path("enrolment/done/", views.enrolment_done, name="enrolment_done"),
     path("password/", views.mail_password, name="mail_password"),
     path("oidc/", include("mozilla_django_oidc.urls")),  # authenticate/, callback/
+    path("login/failed/", psc.failure_view, name="psc_failure"),
     path("logout/", OIDCLogoutView.as_view(), name="logout"),
     path("i18n/setlang/", set_language, name="set_language"),
     path("mail-sessions/", views.mail_sessions_page, name="mail_sessions"),

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import re
 import secrets
 import time
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlunparse
@@ -120,6 +121,28 @@ def test_an_error_link_from_elsewhere_does_not_log_anyone_out(portal, visitor):
     visitor.get(f"{portal}/oidc/callback/?error=access_denied&state=forged", timeout=10)
     assert len(logged_in_sessions()) == 1
     assert "Claire Martin" in visitor.get(f"{portal}/", timeout=10).text
+
+
+def test_a_refusal_survives_a_refresh_and_the_language_switch(portal, visitor):
+    """Rendered at the callback's address, both replayed the spent code: the real reason
+    became 'this login link is not valid'."""
+    page = log_in(visitor, f"{portal}/oidc/authenticate/", STRANGER)
+    assert urlparse(page.url).path == "/login/failed/" and "code=" not in page.url
+
+    again = visitor.get(page.url, timeout=10)
+    assert (again.status_code, again.url) == (403, page.url)
+    assert "No mailbox for you here" in again.text
+    form = {
+        name: re.search(rf'name="{name}" value="([^"]*)"', page.text).group(1)
+        for name in ("csrfmiddlewaretoken", "next")
+    }
+    switched = visitor.post(
+        f"{portal}/i18n/setlang/", data={**form, "language": "fr"}, headers={"Referer": portal}
+    )
+    assert (
+        switched.status_code == 403 and "Aucune boîte aux lettres à votre nom ici" in switched.text
+    )
+    assert AuditEvent.objects.filter(outcome="refused", target=STRANGER).count() == 1
 
 
 def test_callback_links_of_no_login_here_are_audited_once_a_minute(portal, visitor):
