@@ -434,3 +434,14 @@ def test_emails_are_plain_text_not_html_escaped(professional_client, professiona
     secret = start_and_read_secret(professional_client)
     confirm(professional_client, pyotp.TOTP(secret).now())
     assert "Bonjour Ma'ryse & Jo," in mail.outbox[-1].body
+
+
+def test_emails_are_in_french_then_in_english(professional_client):
+    """Read in a mailbox, by whoever reads it: the helpdesk's events know no language."""
+    secret = start_and_read_secret(professional_client)
+    confirm(professional_client, pyotp.TOTP(secret).now())
+    [message] = mail.outbox
+    assert message.subject == "Un téléphone a été enrôlé pour votre accès à la messagerie MSSanté"
+    french, _, english = message.body.partition("\n-- A phone was enrolled for your MSSanté")
+    assert french.startswith("Bonjour Claire,") and "appelez immédiatement" in french
+    assert "Hello Claire," in english and "call the helpdesk at 01 23 45 67 89 at once" in english
