@@ -4,6 +4,7 @@ nginx in front of them with deploy/nginx/web.conf as is, and a browser-like clie
 staff pages over HTTPS."""
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -36,7 +37,19 @@ class Cluster:
         self, run_dir: Path, extra_people=(), durable=False, workers=2, https_port=None, **env
     ):
         self.run_dir = run_dir
+        # What is started is stopped by stop(), last started first; if the set-up fails
+        # half-way, what it had started is stopped before the error goes on.
+        self._cleanup = contextlib.ExitStack()
+        try:
+            self._start(extra_people, durable, workers, https_port, env)
+        except BaseException:
+            self._cleanup.close()
+            raise
+
+    def _start(self, extra_people, durable, workers, https_port, env):
+        run_dir = self.run_dir
         self.postgres = PrivatePostgres(durable=durable).start()
+        self._cleanup.callback(self.postgres.destroy)
         self.postgres.create_database()
         self.seed, self.luc_seed = seeds.new_seed(), seeds.new_seed()
         self.token = secrets.token_urlsafe(32)
@@ -67,11 +80,16 @@ class Cluster:
         self.staff_token = re.search(r"enrolment token, valid until .*: (\S+)", created)[1]
         secret_watch.watch_token(self.staff_token)  # for the grep of the nodes' logs
         self.env = env
-        self.nodes = [Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)]
-        self.verifiers = [Gunicorn(env, workers=workers), Gunicorn(env, workers=workers)]
+        self.nodes = [self._pool(workers), self._pool(workers)]
+        self.verifiers = [self._pool(workers), self._pool(workers)]
         self.https_port, self.internal_port = https_port or free_port(), free_port()
         self.url = f"https://localhost:{self.https_port}"
         self.nginx = self._start_nginx(run_dir)
+
+    def _pool(self, workers: int) -> Gunicorn:
+        pool = Gunicorn(self.env, workers=workers)
+        self._cleanup.callback(pool.stop)
+        return pool
 
     def _start_nginx(self, run_dir: Path):
         self.cert, key = self_signed_certificate(
@@ -99,15 +117,12 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self._cleanup.callback(_terminate, process)
         wait_for_port(self.https_port)
         return process
 
     def stop(self):
-        self.nginx.terminate()
-        self.nginx.wait(timeout=10)
-        for pool in self.nodes + self.verifiers:
-            pool.stop()
-        self.postgres.destroy()
+        self._cleanup.close()
 
     def verify(self, node: int, secret: str, client_ip="192.0.2.10", mailbox=MAILBOX) -> str:
         answer = requests.post(
@@ -154,3 +169,11 @@ class StaffBrowser:
         seed = b32decode(key + "=" * (-len(key) % 8))
         done = self.post("/staff/enrol/", {"code": totp.totp(seed, time.time())})
         assert "Trouver un professionnel" in done.text, done.text[:500]
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -197,3 +197,5 @@ def watched_secrets():
     yield secret_watch
     patch.undo()
     logging.getLogger().removeHandler(handler)
+    handler.close()
+    secret_watch.remove_logs()

@@ -26,6 +26,14 @@ def register_log(path) -> None:
     OTHER_LOGS.add(Path(path))
 
 
+def remove_logs() -> None:
+    """At the session's end, once grepped: the test process's log and the copies and
+    gunicorn logs made in the temporary folder (folders of other processes are theirs)."""
+    for path in {PROCESS_LOG, *OTHER_LOGS}:
+        if path.is_file() and path.parent == PROCESS_LOG.parent:
+            path.unlink(missing_ok=True)
+
+
 def keep_log(path: Path) -> None:
     """A copy of a log about to be deleted with its folder (a private PostgreSQL's), kept
     for the grep when the suite is watching, that is when this process's log is captured."""

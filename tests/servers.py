@@ -37,23 +37,19 @@ class PrivatePostgres:
 
     def __init__(self, durable: bool = False):
         self.dir = Path(tempfile.mkdtemp(prefix="mss-totp-pg-"))
-        os.chmod(self.dir, 0o755)  # noqa: S103  (the postgres user must reach its data)
-        shutil.chown(self.dir, "postgres", "postgres")
         self.port = free_port()
         self.durable = durable
-        self._as_postgres(
-            postgres_bin("initdb"),
-            "-D",
-            str(self.dir / "data"),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        )
+        try:
+            os.chmod(self.dir, 0o755)  # noqa: S103  (the postgres user must reach its data)
+            shutil.chown(self.dir, "postgres", "postgres")
+            self._as_postgres(
+                postgres_bin("initdb"),
+                *("-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "--no-sync"),
+                *("-E", "UTF8", "--locale=C.UTF-8"),
+            )
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     @property
     def url(self) -> str:
@@ -68,20 +64,19 @@ class PrivatePostgres:
         )
 
     def start(self):
+        """Started, or else stopped and removed: a fixture whose set-up fails leaves nothing."""
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._as_postgres(
-            postgres_bin("pg_ctl"),
-            "-D",
-            str(self.dir / "data"),
-            "-l",
-            str(self.dir / "server.log"),
-            "-w",
-            "-o",
-            options,
-            "start",
-        )
+        try:
+            self._as_postgres(
+                postgres_bin("pg_ctl"),
+                *("-D", str(self.dir / "data"), "-l", str(self.dir / "server.log")),
+                *("-w", "-o", options, "start"),
+            )
+        except BaseException:
+            self.destroy()
+            raise
         return self
 
     def stop(self):
@@ -181,6 +176,13 @@ class Gunicorn:
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
+        try:
+            self._wait_until_it_answers()
+        except BaseException:
+            self.stop()  # a fixture whose set-up fails leaves no server running
+            raise
+
+    def _wait_until_it_answers(self):
         wait_for_port(self.port, timeout=30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """Faults on the real stack: PostgreSQL stopped under the running site (gunicorn)."""
 
+import contextlib
 import secrets
 import threading
 import time
@@ -16,29 +17,18 @@ MAILBOX, PASSWORD = "claire.martin@demo.mssante.fr", "Cheval-Agrafe-27"
 
 @pytest.fixture
 def site_on_private_postgres():
-    postgres = PrivatePostgres().start()
-    postgres.create_database()
-    env = site_environment(postgres.url, keyring_json("fault1"))
-    manage(env, "migrate", "-v", "0")
-    seed, token = seeds.new_seed(), secrets.token_urlsafe(32)
-    populate(
-        env,
-        [
-            {
-                "national_id": "899700000001",
-                "mailbox": MAILBOX,
-                "password": PASSWORD,
-                "seed": seed.hex(),
-            }
-        ],
-        token,
-    )
-    site = Gunicorn(env, workers=2)
-    try:
+    with contextlib.ExitStack() as cleanup:  # whatever was started, stopped even if set-up fails
+        postgres = PrivatePostgres().start()
+        cleanup.callback(postgres.destroy)
+        postgres.create_database()
+        env = site_environment(postgres.url, keyring_json("fault1"))
+        manage(env, "migrate", "-v", "0")
+        seed, token = seeds.new_seed(), secrets.token_urlsafe(32)
+        person = {"national_id": "899700000001", "mailbox": MAILBOX, "password": PASSWORD}
+        populate(env, [{**person, "seed": seed.hex()}], token)
+        site = Gunicorn(env, workers=2)
+        cleanup.callback(site.stop)
         yield site, postgres, seed, token
-    finally:
-        site.stop()
-        postgres.destroy()
 
 
 def ask(site, token, secret, client_ip="192.0.2.10"):
