@@ -4,11 +4,12 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q
 from django.db.models.signals import post_delete, pre_delete, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 from django_otp.models import Device as OTPDevice
@@ -200,7 +201,11 @@ class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
         return f"totp-seed:v1:{self.uuid}:{self.user_id}".encode()
 
     def set_seed(self, seed: bytes, keyring: seeds.Keyring | None = None) -> None:
-        sealed = (keyring or seeds.load_keyring()).seal(seed, self.associated_data())
+        """Seal under the active key, which the database must know as that key and not as a
+        dropped one (SeedKey.check_sealable); call it in the transaction that saves the row."""
+        keyring = keyring or seeds.load_keyring()
+        SeedKey.check_sealable(keyring)
+        sealed = keyring.seal(seed, self.associated_data())
         self.key_id, self.nonce, self.ciphertext = sealed.key_id, sealed.nonce, sealed.ciphertext
 
     def seed(self, keyring: seeds.Keyring | None = None) -> bytes:
@@ -288,6 +293,64 @@ class MailSession(models.Model):
         address, _, prefix = self.client_network.partition("/")
         whole = {"32": ":" not in address, "128": ":" in address}
         return address if whole.get(prefix) else self.client_network
+
+
+class SeedKey(models.Model):
+    """Each key id that sealed a seed, with its fingerprint, and when it was dropped: what the
+    nodes' keyrings (files, each its own) must agree on. A node with an out-of-date keyring
+    refuses to seal under a key dropped meanwhile (its seeds would be unreadable once the
+    file reaches it), and one with other bytes under a known id refuses too."""
+
+    key_id = models.CharField(max_length=32, primary_key=True)
+    check_value = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    dropped_at = models.DateTimeField(null=True, blank=True)
+
+    # seed_key drop takes it alone, sealers share it (PostgreSQL advisory lock): a drop waits
+    # for every seal in flight to commit, then counts the rows, and later seals see the drop.
+    LOCK = 0x5EED
+
+    def __str__(self):
+        return self.key_id
+
+    @classmethod
+    def take_turn(cls, alone: bool) -> None:
+        if connection.vendor == "postgresql":  # SQLite runs one writer at a time anyway
+            function = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {function}(%s)", [cls.LOCK])
+
+    @classmethod
+    def check_sealable(cls, keyring: seeds.Keyring) -> None:
+        """Raises KeyringError when the active key was dropped or is not the key of its id."""
+        cls.take_turn(alone=False)
+        check_value = keyring.check_value(keyring.active_id)
+        cls.objects.bulk_create(
+            [cls(key_id=keyring.active_id, check_value=check_value)], ignore_conflicts=True
+        )
+        known = cls.objects.get(key_id=keyring.active_id)
+        if known.dropped_at is not None:
+            raise seeds.KeyringError(
+                f"the active key {known.key_id!r} of this node's keyring was dropped on "
+                f"{known.dropped_at:%Y-%m-%d %H:%M} UTC: copy the current keyring here"
+            )
+        if not constant_time_compare(known.check_value, check_value):
+            raise seeds.KeyringError(
+                f"this node's key {known.key_id!r} is not the key of that id that sealed "
+                "seeds: copy the keyring file from a node that works, never make a key anew"
+            )
+
+    @classmethod
+    def differing(cls, keyring: seeds.Keyring) -> list[str]:
+        """The ids of this keyring's keys that the database knows as other keys."""
+        known = dict(
+            cls.objects.filter(key_id__in=list(keyring.keys)).values_list("key_id", "check_value")
+        )
+        return sorted(
+            key_id
+            for key_id, check_value in known.items()
+            if not constant_time_compare(check_value, keyring.check_value(key_id))
+        )
 
 
 class ApiKey(models.Model):

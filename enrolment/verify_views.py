@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from enrolment import indicators, mail_sessions, seeds
-from enrolment.models import ApiKey, Device, Mailbox
+from enrolment.models import ApiKey, Device, Mailbox, SeedKey
 from enrolment.verifier import MAX_SECRET_LENGTH, Decision, Outcome, verify
 from portal.client import address_among
 from portal.env import split_ip_and_port
@@ -67,10 +67,11 @@ def nginx_auth(request):
     # What the reply to a success needs, before the login is decided (and its code spent,
     # its session opened): a setting that fails it fails it with nothing committed.
     try:
+        backend_for(protocol)
         backend_pass = backend_password(secret) if protocol in ("imap", "pop3") else None
     except Exception:
-        logger.exception("auth_http: no password for the backend; a temporary failure")
-        return nginx_reply(Decision(Outcome.TEMPFAIL, "no_backend_password"), protocol, attempt)
+        logger.exception("auth_http: no backend, or no password for it; a temporary failure")
+        return nginx_reply(Decision(Outcome.TEMPFAIL, "no_backend"), protocol, attempt)
     decision = verify(
         header(request, "Auth-User"),  # read again below for the reply
         secret,
@@ -140,14 +141,17 @@ def nginx_reply(
         response["Auth-Port"] = port
         return response
     smtp = protocol == "smtp"
+    # The response codes of IMAP (RFC 5530) and POP3 (RFC 3206) before the text; SMTP's in
+    # Auth-Error-Code.
+    temporary, refused = ("[SYS/TEMP] ", "[AUTH] ") if protocol == "pop3" else CODES
     if decision.outcome is Outcome.TEMPFAIL:
         text = "Temporary authentication failure, try again later"
-        response["Auth-Status"] = text if smtp else f"[UNAVAILABLE] {text}"
+        response["Auth-Status"] = text if smtp else f"{temporary}{text}"
         response["Auth-Error-Code"] = "454 4.7.0"
         response["Auth-Wait"] = "2"
     else:
         text = "Invalid login or password"
-        response["Auth-Status"] = text if smtp else f"[AUTHENTICATIONFAILED] {text}"
+        response["Auth-Status"] = text if smtp else f"{refused}{text}"
         response["Auth-Error-Code"] = "535 5.7.8"
         # With Auth-Wait nginx holds the connection, answers, and lets the client retry.
         wait = min(max(1, decision.retry_after), settings.MAIL_AUTH_WAIT_MAX_SECONDS)
@@ -159,9 +163,16 @@ def nginx_reply(
     return response
 
 
+CODES = ("[UNAVAILABLE] ", "[AUTHENTICATIONFAILED] ")  # IMAP's
+
+
 def backend_for(protocol: str) -> tuple[str, str]:
-    """The backend's address as nginx takes it: an IP without brackets, and a port."""
-    name = "MAIL_BACKEND_SMTP" if protocol == "smtp" else "MAIL_BACKEND_IMAP"
+    """The backend's address as nginx takes it: an IP without brackets, and a port. Raises
+    ImproperlyConfigured for POP3 when MAIL_BACKEND_POP3 is not set: its logins
+    went to the IMAP backend, which does not speak POP3."""
+    name = {"smtp": "MAIL_BACKEND_SMTP", "pop3": "MAIL_BACKEND_POP3"}.get(
+        protocol, "MAIL_BACKEND_IMAP"
+    )
     host, port = split_ip_and_port(getattr(settings, name), name)
     return host, str(port)
 
@@ -314,6 +325,14 @@ def database_read_only() -> bool:
         return False
 
 
+def keys_unlike_the_databases(keyring) -> list[str]:
+    """Key ids whose bytes here are not those of the key that sealed seeds (logged)."""
+    differing = SeedKey.differing(keyring)
+    if differing:
+        logger.error("readiness: keys unlike those of the seeds: %s", ", ".join(differing))
+    return differing
+
+
 def seeds_without_key(keyring) -> list[str]:
     """Key ids that devices were sealed under and the keyring lacks (logged, not returned)."""
     in_use = set(Device.objects.values_list("key_id", flat=True).distinct())
@@ -346,6 +365,8 @@ def ready(request):
     else:
         if "database" not in problems and seeds_without_key(keyring):
             problems.append("keyring_lacks_keys_in_use")
+        if "database" not in problems and keys_unlike_the_databases(keyring):
+            problems.append("keyring_keys_differ")
     if problems:
         return JsonResponse({"ready": False, "failing": problems}, status=503)
     return JsonResponse({"ready": True})

@@ -68,7 +68,8 @@ def env_ip_and_port(name: str, default: str) -> str:
     nginx takes an address in Auth-Server, not a host name, and a port of 1-65535. Checked
     now: else every login would be accepted, its code spent, and then fail at nginx."""
     raw = env_str(name, default).strip()
-    split_ip_and_port(raw, name)
+    if raw:  # empty: no such backend (MAIL_BACKEND_POP3's default)
+        split_ip_and_port(raw, name)
     return raw
 
 

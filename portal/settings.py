@@ -317,6 +317,7 @@ NGINX_AUTH_ALLOWED_ADDRESSES = env_networks("NGINX_AUTH_ALLOWED_ADDRESSES", "127
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", "127.0.0.1,::1")
 MAIL_BACKEND_IMAP = env_ip_and_port("MAIL_BACKEND_IMAP", "127.0.0.1:143")
 MAIL_BACKEND_SMTP = env_ip_and_port("MAIL_BACKEND_SMTP", "127.0.0.1:25")
+MAIL_BACKEND_POP3 = env_ip_and_port("MAIL_BACKEND_POP3", "")  # none by default: POP3 refused
 # What nginx gives the IMAP backend as password: "token", the secret MAIL_BACKEND_TOKEN that
 # the backend checks (deploy/dovecot/backend.conf; the verifier never echoes a password), or
 # "password", the password without the code.

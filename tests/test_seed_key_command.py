@@ -2,16 +2,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.test import override_settings
 
 from enrolment import seeds, totp
 from enrolment.models import AuditEvent, Device
 from tests import servers
+from tests.conftest import keyring_json
 
 
 def seed_key(*args) -> str:
@@ -202,3 +205,89 @@ def test_edits_of_one_file_take_turns(tmp_path):
     assert [command.wait(timeout=120) for command in commands] == [0] * 8
     keys = seeds.Keyring.parse(path.read_text(), "test").keys
     assert sorted(keys) == [f"k{i}" for i in range(9)]
+
+
+def stale_node(keyring_file, active: str) -> str:
+    """The keyring of a node the new file has not reached: the same keys, another active."""
+    stale = json.loads(keyring_file.read_text())
+    stale["active"] = active
+    return json.dumps(stale)
+
+
+def test_a_node_still_on_a_dropped_key_refuses_to_seal_with_it(keyring_file, django_user_model):
+    """The count before a drop saw no seed under old1; a node whose keyring the new file has not
+    reached yet still sealed with it, and its seed was lost with the file. Now it refuses."""
+    from enrolment import enrolling
+
+    before = stale_node(keyring_file, "old1")
+    seed_key("activate", "old2", "--file", str(keyring_file))
+    seed_key("drop", "old1", "--file", str(keyring_file))
+    user = django_user_model.objects.create_user("carol")
+
+    with (
+        override_settings(SEED_KEYRING=before, SEED_KEYRING_FILE=""),
+        pytest.raises(seeds.KeyringError, match="'old1' of this node's keyring was dropped"),
+    ):
+        enrolling.start_enrolment(user)
+    assert not Device.objects.filter(user=user).exists()
+    with pytest.raises(CommandError, match="was dropped"):
+        seed_key("activate", "old1", "--file", str(keyring_file))
+
+
+def test_a_key_made_anew_under_a_known_id_seals_nothing_and_is_not_ready(
+    keyring_file, make_device, users, client
+):
+    """seed_key new --id 2027 run on each node instead of the file copied: two keys of one id."""
+    make_device(users[0])  # sealed under old1, which the database now knows
+    other_bytes = keyring_json("old1")
+    with override_settings(SEED_KEYRING=other_bytes, SEED_KEYRING_FILE=""):
+        with pytest.raises(seeds.KeyringError, match="not the key of that id"):
+            make_device(users[1])
+        ready = client.get("/internal/health/ready")
+    assert ready.status_code == 503
+    assert "keyring_keys_differ" in ready.json()["failing"]
+    assert client.get("/internal/health/ready").status_code == 200
+    with pytest.raises(CommandError, match="was used before"):
+        seed_key("new", "--file", str(tmp_copy(keyring_file)), "--id", "old1")
+
+
+def tmp_copy(keyring_file):
+    copy = keyring_file.with_name("elsewhere.json")
+    copy.write_text(json.dumps({"active": "x", "keys": {"x": "A" * 43 + "="}}))
+    return copy
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two writers at once")
+@pytest.mark.django_db(transaction=True)
+def test_a_drop_waits_for_a_seal_in_flight_and_counts_it(tmp_path, django_user_model):
+    """Another node seals under the key while the drop runs: the drop waits for its commit,
+    counts its row and refuses, instead of counting before it and losing that seed."""
+    path = tmp_path / "keyring.json"
+    seed_key("new", "--file", str(path), "--id", "old1")
+    seed_key("new", "--file", str(path), "--id", "new1")
+    stale = seeds.Keyring.parse(path.read_text(), "the other node's")  # old1 active
+    earlier = Device(user=django_user_model.objects.create_user("eve"), name="FreeOTP")
+    earlier.set_seed(seeds.new_seed(), stale)  # old1 known to the database since
+    earlier.save()
+    earlier.delete()
+    user = django_user_model.objects.create_user("dora")
+    sealed, commit = threading.Event(), threading.Event()
+
+    def other_node_enrols():
+        with transaction.atomic():
+            device = Device(user=user, name="FreeOTP", confirmed=False)
+            device.set_seed(seeds.new_seed(), stale)
+            device.save()
+            sealed.set()
+            commit.wait(timeout=10)
+        connection.close()
+
+    enrolling = threading.Thread(target=other_node_enrols)
+    enrolling.start()
+    assert sealed.wait(timeout=10)
+    seed_key("activate", "new1", "--file", str(path))
+    threading.Timer(1, commit.set).start()  # the drop below must wait for this commit
+    with pytest.raises(CommandError, match="1 seed\\(s\\) still need it"):
+        seed_key("drop", "old1", "--file", str(path))
+    enrolling.join(timeout=10)
+    assert "old1" in seeds.Keyring.parse(path.read_text(), "test").keys

@@ -790,3 +790,21 @@ def test_the_backend_gets_the_checked_name_and_odd_names_are_refused(claire):
     assert ok(answer) and answer["Auth-User"] == "claire.martin@demo.mssante.fr"
     dotless_i = "claire.mart\u0131n@demo.mssante.fr"
     assert not ok(nginx_ask(dotless_i, claire.secret()))
+
+
+def test_pop3_goes_to_its_own_backend_or_nowhere(claire, settings):
+    """Sent to the IMAP backend, a POP3 login was accepted, its code spent, then failed."""
+    wrong = claire.password + f"{(int(claire.code()) + 1) % 10**6:06d}"
+    answer = nginx_ask(claire.mailbox, claire.secret(), protocol="pop3")
+    assert answer["Auth-Status"] == "[SYS/TEMP] Temporary authentication failure, try again later"
+    assert not MailSession.objects.exists()
+
+    settings.MAIL_BACKEND_POP3 = "10.0.0.6:110"
+    answer = nginx_ask(claire.mailbox, claire.secret(), protocol="pop3")
+    assert (answer["Auth-Status"], answer["Auth-Server"], answer["Auth-Port"]) == (
+        "OK",
+        "10.0.0.6",
+        "110",
+    )
+    refused = nginx_ask(claire.mailbox, wrong, protocol="pop3")
+    assert refused["Auth-Status"] == "[AUTH] Invalid login or password"

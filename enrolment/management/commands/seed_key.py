@@ -16,12 +16,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from enrolment import audit, seeds
-from enrolment.models import AuditEvent, Device
+from enrolment.models import AuditEvent, Device, SeedKey
 from enrolment.rotation import rotate_to_active_key
 
 
@@ -63,6 +63,8 @@ class Command(BaseCommand):
         path = self._require_file(file)
         key_id = key_id or f"{timezone.now():%Y-%m-%d}-{os.urandom(2).hex()}"
         seeds.check_key_id(key_id, "--id")
+        if _database_ready() and SeedKey.objects.filter(key_id=key_id).exists():
+            raise CommandError(f"key id {key_id!r} was used before: choose another")
         with self._editing(path):
             if path.exists():
                 keyring = self._read(path).with_key(key_id, seeds.new_key(), activate)
@@ -77,6 +79,8 @@ class Command(BaseCommand):
 
     def handle_activate(self, key_id, file, **options):
         path = self._require_file(file)
+        if _database_ready() and SeedKey.objects.filter(key_id=key_id, dropped_at__isnull=False):
+            raise CommandError(f"key {key_id} was dropped: it seals nothing any more")
         with self._editing(path):
             self._write(path, self._read(path).activated(key_id))
         _audit("seed_key.activate", key_id)
@@ -120,13 +124,9 @@ class Command(BaseCommand):
     def handle_drop(self, key_id, file, **options):
         path = self._require_file(file)
         with self._editing(path):
-            remaining = self._read(path).without_key(key_id)
-            still_needed = Device.objects.filter(key_id=key_id).count()
-            if still_needed:
-                raise CommandError(
-                    f"Refusing to drop key {key_id}: {still_needed} seed(s) still need it. "
-                    "Run 'manage.py seed_key rotate' first."
-                )
+            keyring = self._read(path)
+            remaining = keyring.without_key(key_id)
+            _mark_dropped(key_id, keyring.check_value(key_id))
             self._write(path, remaining)
         _audit("seed_key.drop", key_id)
         self.stdout.write(f"Dropped key {key_id} from {path}.")
@@ -181,6 +181,30 @@ class Command(BaseCommand):
             raise
 
 
+def _mark_dropped(key_id: str, check_value: str) -> None:
+    """Mark the key dropped in the database, unless seeds still need it. Alone among the
+    sealers (SeedKey.take_turn): a seal in flight on another node commits first and is
+    counted; a node whose keyring still seals with this key is refused from now on, where
+    its seeds would have been unreadable once the new file reached it."""
+    with transaction.atomic():
+        SeedKey.take_turn(alone=True)
+        SeedKey.objects.update_or_create(
+            key_id=key_id,
+            defaults={"dropped_at": timezone.now()},
+            create_defaults={"check_value": check_value, "dropped_at": timezone.now()},
+        )
+        still_needed = Device.objects.filter(key_id=key_id).count()
+        if still_needed:
+            raise CommandError(
+                f"Refusing to drop key {key_id}: {still_needed} seed(s) still need it. "
+                "Run 'manage.py seed_key rotate' first (on every node's current keyring)."
+            )
+
+
+def _database_ready() -> bool:
+    return SeedKey._meta.db_table in connection.introspection.table_names()
+
+
 def _is_the_sites_file(path: Path) -> bool:
     site_file = settings.SEED_KEYRING_FILE
     if settings.SEED_KEYRING or not site_file:
@@ -198,7 +222,7 @@ def _audit(action: str, key_id: str, details: dict | None = None, outcome: str =
     """The keyring's changes in the trail: the key's id, never the key. The first key is made
     before the database is (deploy/demo/run.sh does): then there is no trail to write to,
     and False says so."""
-    if AuditEvent._meta.db_table not in connection.introspection.table_names():
+    if not _database_ready():
         return False
     audit.write(
         actor_kind=AuditEvent.ActorKind.SYSTEM,
