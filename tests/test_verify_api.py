@@ -42,10 +42,10 @@ def check_against(openapi, response, status):
     return response.json()
 
 
-def api(token, **body):
+def api(token, path="/api/v1/verify", **body):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return Client().post(
-        "/api/v1/verify", json.dumps(body), content_type="application/json", headers=headers
+    return Client(raise_request_exception=False).post(
+        path, json.dumps(body), content_type="application/json", headers=headers
     )
 
 
@@ -238,7 +238,7 @@ def fifty_logins_at_once(site_url, api_token, claire) -> list:
 
 
 def test_a_request_without_a_key_is_told_how_to_authenticate(claire):
-    response = Client().post("/api/v1/verify", "{}", content_type="application/json")
+    response = api(None)
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == 'Bearer realm="verify"'
 
@@ -246,13 +246,7 @@ def test_a_request_without_a_key_is_told_how_to_authenticate(claire):
 def test_a_body_past_djangos_upload_limit_is_the_apis_own_400(claire, api_token, openapi):
     """Django's HTML 400 is no answer the Lua passdb or a generated client reads as a refusal."""
     body = {"mailbox": claire.mailbox, "secret": "x123456", "client_ip": "192.0.2.1"}
-    body["pad"] = "x" * 3_000_000  # past DATA_UPLOAD_MAX_MEMORY_SIZE
-    response = Client(raise_request_exception=False).post(
-        "/api/v1/verify",
-        json.dumps(body),
-        content_type="application/json",
-        headers={"Authorization": f"Bearer {api_token}"},
-    )
+    response = api(api_token, **body, pad="x" * 3_000_000)  # past DATA_UPLOAD_MAX_MEMORY_SIZE
     check_against(openapi, response, 400)
     assert response["X-Verify-Outcome"] == "reject"
 
@@ -260,11 +254,6 @@ def test_a_body_past_djangos_upload_limit_is_the_apis_own_400(claire, api_token,
 def test_a_nul_in_the_query_gets_the_apis_own_answer(claire, api_token, openapi):
     """The API reads no query string: the site's NUL guard (an HTML 400) leaves it alone."""
     body = {"mailbox": claire.mailbox, "secret": "x123456", "client_ip": "192.0.2.1"}
-    response = Client(raise_request_exception=False).post(
-        "/api/v1/verify?x=%00",
-        json.dumps(body),
-        content_type="application/json",
-        headers={"Authorization": f"Bearer {api_token}"},
-    )
+    response = api(api_token, "/api/v1/verify?x=%00", **body)
     check_against(openapi, response, 200)
     assert response["X-Verify-Outcome"] == "reject"
