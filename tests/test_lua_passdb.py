@@ -39,7 +39,7 @@ dovecot = {
   end },
 }
 dofile(arg[1])
-local req = { user = arg[4], remote_ip = "192.0.2.7", service = "imap" }
+local req = { user = arg[4], remote_ip = "192.0.2.7", service = arg[6] }
 local result, message = auth_password_verify(req, arg[5])
 print(result)
 print(sent.body)
@@ -48,10 +48,12 @@ print(sent.body)
 pytestmark = pytest.mark.skipif(not shutil.which("lua5.4"), reason="needs Debian's lua5.4")
 
 
-def ask(status: int, outcome: str = "", user="claire@demo.mssante.fr", field="pw123456"):
+def ask(
+    status: int, outcome: str = "", user="claire@demo.mssante.fr", field="pw123456", service="imap"
+):
     """What the script tells Dovecot when the verifier's side answers (status, outcome)."""
     done = subprocess.run(
-        ["lua5.4", "-", str(SCRIPT), str(status), outcome, user, field],
+        ["lua5.4", "-", str(SCRIPT), str(status), outcome, user, field, service],
         input=HARNESS,
         capture_output=True,
         text=True,
@@ -90,3 +92,18 @@ def test_the_request_carries_every_character_as_json():
         "client_ip": "192.0.2.7",
         "protocol": "imap",
     }
+
+
+@pytest.mark.parametrize(
+    "service, protocol",
+    [
+        ("imap", "imap"),
+        ("pop3", "pop3"),
+        ("smtp", "smtp"),
+        ("submission", "submission"),
+        ("lmtp", "imap"),
+    ],
+)
+def test_the_service_is_named_as_the_api_knows_it(service, protocol):
+    """The trail and the metrics tell POP3 and submission logins apart (all were "imap")."""
+    assert ask(200, "ok", service=service)[1]["protocol"] == protocol

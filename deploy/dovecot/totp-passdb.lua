@@ -19,12 +19,16 @@ local function json_string(s)
   end) .. '"'
 end
 
+-- The services the API knows (its "protocol"); any other (managesieve's own name, lmtp) is
+-- counted as IMAP.
+local PROTOCOLS = { imap = true, pop3 = true, smtp = true, submission = true, sieve = true }
+
 function auth_password_verify(req, password)
   local body = "{" ..
     '"mailbox":' .. json_string(req.user) .. "," ..
     '"secret":' .. json_string(password) .. "," ..
     '"client_ip":' .. json_string(req.remote_ip or "") .. "," ..
-    '"protocol":' .. json_string(req.service == "smtp" and "smtp" or "imap") .. "}"
+    '"protocol":' .. json_string(PROTOCOLS[req.service] and req.service or "imap") .. "}"
   local request = http_client:request { url = VERIFY_URL; method = "POST"; }
   request:add_header("Authorization", "Bearer " .. VERIFY_KEY)
   request:add_header("Content-Type", "application/json")
