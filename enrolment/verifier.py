@@ -82,7 +82,10 @@ def verify(mailbox: str, secret: str, client_ip: str, protocol: str, caller: str
     except Exception:
         logger.exception("verify: internal error; refusing with a temporary failure")
         decision = Decision(Outcome.TEMPFAIL, "internal_error")
-    indicators.observe_login(decision.outcome.value, protocol, time.perf_counter() - started)
+    try:  # a metrics file that cannot be written must not turn a decision into a 500
+        indicators.observe_login(decision.outcome.value, protocol, time.perf_counter() - started)
+    except Exception:
+        logger.exception("verify: the login could not be counted in the metrics")
     return decision
 
 

@@ -103,3 +103,10 @@ def test_a_database_outage_still_shows_the_workers_counters(metrics, claire, ngi
     assert figures["mss_totp_database_up"] == 0
     assert "mss_totp_active_devices" not in figures
     assert any(name.startswith("mss_totp_mail_logins_total") for name in figures)
+
+
+def test_a_metrics_failure_does_not_change_the_answer(claire, nginx_secret):
+    from unittest import mock
+
+    with mock.patch("enrolment.indicators.LOGINS.labels", side_effect=OSError("disk full")):
+        assert ok(nginx_ask(claire.mailbox, claire.secret()))
