@@ -200,11 +200,15 @@ class Device(ThrottlingMixin, TimestampMixin, OTPDevice):
         # handed to another user, it no longer decrypts.
         return f"totp-seed:v1:{self.uuid}:{self.user_id}".encode()
 
-    def set_seed(self, seed: bytes, keyring: seeds.Keyring | None = None) -> None:
+    def set_seed(
+        self, seed: bytes, keyring: seeds.Keyring | None = None, checked: bool = False
+    ) -> None:
         """Seal under the active key, which the database must know as that key and not as a
-        dropped one (SeedKey.check_sealable); call it in the transaction that saves the row."""
+        dropped one (SeedKey.check_sealable, unless the caller ``checked`` in this same
+        transaction); call it in the transaction that saves the row."""
         keyring = keyring or seeds.load_keyring()
-        SeedKey.check_sealable(keyring)
+        if not checked:
+            SeedKey.check_sealable(keyring)
         sealed = keyring.seal(seed, self.associated_data())
         self.key_id, self.nonce, self.ciphertext = sealed.key_id, sealed.nonce, sealed.ciphertext
 
@@ -322,34 +326,70 @@ class SeedKey(models.Model):
 
     @classmethod
     def check_sealable(cls, keyring: seeds.Keyring) -> None:
-        """Raises KeyringError when the active key was dropped or is not the key of its id."""
+        """Raises KeyringError when the active key was dropped or is not the key of its id.
+        Call it in the transaction that saves what it seals: the drop waits for that."""
         cls.take_turn(alone=False)
-        check_value = keyring.check_value(keyring.active_id)
-        cls.objects.bulk_create(
-            [cls(key_id=keyring.active_id, check_value=check_value)], ignore_conflicts=True
-        )
-        known = cls.objects.get(key_id=keyring.active_id)
+        known = cls._known(keyring, keyring.active_id)
+        if known is None:  # an id no seed was sealed under: this keyring's key is the one
+            cls._record(keyring, keyring.active_id)
+            known = cls.objects.get(key_id=keyring.active_id)
         if known.dropped_at is not None:
             raise seeds.KeyringError(
                 f"the active key {known.key_id!r} of this node's keyring was dropped on "
                 f"{known.dropped_at:%Y-%m-%d %H:%M} UTC: copy the current keyring here"
             )
-        if not constant_time_compare(known.check_value, check_value):
-            raise seeds.KeyringError(
-                f"this node's key {known.key_id!r} is not the key of that id that sealed "
-                "seeds: copy the keyring file from a node that works, never make a key anew"
-            )
+        if not constant_time_compare(known.check_value, keyring.check_value(known.key_id)):
+            raise seeds.KeyringError(cls._differs(known.key_id))
 
     @classmethod
     def differing(cls, keyring: seeds.Keyring) -> list[str]:
-        """The ids of this keyring's keys that the database knows as other keys."""
-        known = dict(
-            cls.objects.filter(key_id__in=list(keyring.keys)).values_list("key_id", "check_value")
+        """The ids of this keyring's keys that are not the keys of those ids that sealed seeds."""
+        differing = []
+        for key_id in sorted(keyring.keys):
+            try:
+                known = cls._known(keyring, key_id)
+            except seeds.KeyringError:
+                differing.append(key_id)
+                continue
+            if known and not constant_time_compare(known.check_value, keyring.check_value(key_id)):
+                differing.append(key_id)
+        return differing
+
+    @classmethod
+    def active_key_dropped(cls, keyring: seeds.Keyring) -> bool:
+        return cls.objects.filter(key_id=keyring.active_id, dropped_at__isnull=False).exists()
+
+    @classmethod
+    def _known(cls, keyring: seeds.Keyring, key_id: str) -> "SeedKey | None":
+        """The record of key_id, made now if seeds sealed under that id before the table
+        existed open with this keyring's key (raises KeyringError if they do not): else the
+        first node to seal or answer readiness after the upgrade would make its own bytes
+        the reference, right or wrong. None for an id that no seed uses and nobody recorded."""
+        known = cls.objects.filter(key_id=key_id).first()
+        if known is not None:
+            return known
+        sealed = Device.objects.filter(key_id=key_id).first()
+        if sealed is None:
+            return None
+        try:
+            sealed.seed(keyring)
+        except seeds.SeedDecryptionError:
+            raise seeds.KeyringError(cls._differs(key_id)) from None
+        cls._record(keyring, key_id)
+        return cls.objects.get(key_id=key_id)
+
+    @classmethod
+    def _record(cls, keyring: seeds.Keyring, key_id: str) -> None:
+        check_value = keyring.check_value(key_id)
+        cls.objects.bulk_create(
+            [cls(key_id=key_id, check_value=check_value)], ignore_conflicts=True
         )
-        return sorted(
-            key_id
-            for key_id, check_value in known.items()
-            if not constant_time_compare(check_value, keyring.check_value(key_id))
+
+    @staticmethod
+    def _differs(key_id: str) -> str:
+        return (
+            f"this node's key {key_id!r} is not the key of that id that sealed seeds: copy the "
+            "keyring file from a node that works, never make a key anew under an id"
         )
 
 

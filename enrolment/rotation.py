@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from enrolment.models import Device
+from enrolment.models import Device, SeedKey
 from enrolment.seeds import Keyring, SeedDecryptionError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def rotate_to_active_key(keyring: Keyring, batch_size: int = 500) -> RotationRes
         if not batch:
             return result
         with transaction.atomic():
+            SeedKey.check_sealable(keyring)  # once a batch, not once a row
             for device in batch:
                 _reseal(device, keyring, result)
         after_pk = batch[-1].pk
@@ -49,7 +50,7 @@ def _reseal(device: Device, keyring: Keyring, result: RotationResult) -> None:
         result.unreadable += 1
         return
     old_key_id, old_nonce = device.key_id, bytes(device.nonce)
-    device.set_seed(seed, keyring)
+    device.set_seed(seed, keyring, checked=True)
     written = Device.objects.filter(pk=device.pk, key_id=old_key_id, nonce=old_nonce).update(
         key_id=device.key_id, nonce=device.nonce, ciphertext=device.ciphertext
     )

@@ -16,7 +16,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from enrolment import indicators, mail_sessions, seeds
+from enrolment import audit, indicators, mail_sessions, seeds
 from enrolment.models import ApiKey, Device, Mailbox, SeedKey
 from enrolment.verifier import MAX_SECRET_LENGTH, Decision, Outcome, verify
 from portal.client import address_among
@@ -69,8 +69,10 @@ def nginx_auth(request):
     try:
         backend_for(protocol)
         backend_pass = backend_password(secret) if protocol in ("imap", "pop3") else None
-    except Exception:
-        logger.exception("auth_http: no backend, or no password for it; a temporary failure")
+    except Exception as exc:
+        # A setting, the same for every request: said once a minute (anyone may send these).
+        if audit.due(f"auth_http:{protocol}", "no_backend"):
+            logger.error("auth_http: no backend for %s, or no password for it: %s", protocol, exc)
         return nginx_reply(Decision(Outcome.TEMPFAIL, "no_backend"), protocol, attempt)
     decision = verify(
         header(request, "Auth-User"),  # read again below for the reply
@@ -325,6 +327,25 @@ def database_read_only() -> bool:
         return False
 
 
+def keyring_problems(keyring) -> list[str]:
+    """What the database says of this keyring: keys that rows need and it lacks, keys of
+    other bytes than the seeds', an active key dropped (the file not copied here yet: every
+    enrolment would fail)."""
+    try:
+        problems = []
+        if seeds_without_key(keyring):
+            problems.append("keyring_lacks_keys_in_use")
+        if keys_unlike_the_databases(keyring):
+            problems.append("keyring_keys_differ")
+        if SeedKey.active_key_dropped(keyring):
+            logger.error("readiness: the active key %s was dropped", keyring.active_id)
+            problems.append("keyring_active_key_dropped")
+        return problems
+    except Exception:
+        logger.exception("readiness: the database does not answer about the keys")
+        return ["database"]
+
+
 def keys_unlike_the_databases(keyring) -> list[str]:
     """Key ids whose bytes here are not those of the key that sealed seeds (logged)."""
     differing = SeedKey.differing(keyring)
@@ -363,10 +384,8 @@ def ready(request):
         logger.exception("readiness: the seed keyring is not usable")
         problems.append("keyring")
     else:
-        if "database" not in problems and seeds_without_key(keyring):
-            problems.append("keyring_lacks_keys_in_use")
-        if "database" not in problems and keys_unlike_the_databases(keyring):
-            problems.append("keyring_keys_differ")
+        if "database" not in problems:
+            problems += keyring_problems(keyring)
     if problems:
         return JsonResponse({"ready": False, "failing": problems}, status=503)
     return JsonResponse({"ready": True})

@@ -106,3 +106,25 @@ def test_a_database_that_takes_no_writes_is_not_ready(client):
     assert response.status_code == 503
     assert response.json() == {"ready": False, "failing": ["database_read_only"]}
     assert client.get("/internal/health/ready").status_code == 200
+
+
+def test_a_database_error_in_the_key_checks_is_a_json_503(client):
+    from unittest import mock
+
+    from django.db import DatabaseError
+
+    with mock.patch("enrolment.models.SeedKey.differing", side_effect=DatabaseError("gone")):
+        response = client.get("/internal/health/ready")
+    assert response.status_code == 503
+    assert response.json() == {"ready": False, "failing": ["database"]}
+
+
+def test_english_dates_typed_in_a_form_are_read_day_first():
+    from datetime import date
+
+    from django import forms
+    from django.utils import translation
+
+    for language in ("fr", "en"):
+        with translation.override(language):
+            assert forms.DateField().clean("02/12/2026") == date(2026, 12, 2)

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from enrolment import seeds, totp
-from enrolment.models import AuditEvent, Device
+from enrolment.models import AuditEvent, Device, SeedKey
 from tests import servers
 from tests.conftest import keyring_json
 
@@ -291,3 +291,31 @@ def test_a_drop_waits_for_a_seal_in_flight_and_counts_it(tmp_path, django_user_m
         seed_key("drop", "old1", "--file", str(path))
     enrolling.join(timeout=10)
     assert "old1" in seeds.Keyring.parse(path.read_text(), "test").keys
+
+
+def test_after_the_upgrade_the_first_node_to_ask_cannot_make_its_wrong_key_the_reference(
+    keyring_file, make_device, users, client
+):
+    """Seeds sealed before the SeedKey table existed: a node with other bytes under their id
+    is checked against them, not taken at its word for being first."""
+    make_device(users[0])  # under old1, the right bytes
+    SeedKey.objects.all().delete()  # as right after migration 0008
+    wrong_bytes = keyring_json("old1")
+    with override_settings(SEED_KEYRING=wrong_bytes, SEED_KEYRING_FILE=""):
+        with pytest.raises(seeds.KeyringError, match="not the key of that id"):
+            make_device(users[1])
+        assert "keyring_keys_differ" in client.get("/internal/health/ready").json()["failing"]
+    assert not SeedKey.objects.exists()
+    assert client.get("/internal/health/ready").json() == {"ready": True}  # the right node
+    make_device(users[2])  # and it seals
+    assert list(SeedKey.objects.values_list("key_id", flat=True)) == ["old1"]
+
+
+def test_a_node_whose_active_key_was_dropped_is_not_ready(keyring_file, client):
+    before = stale_node(keyring_file, "old1")
+    seed_key("activate", "old2", "--file", str(keyring_file))
+    seed_key("drop", "old1", "--file", str(keyring_file))
+    with override_settings(SEED_KEYRING=before, SEED_KEYRING_FILE=""):
+        ready = client.get("/internal/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["failing"] == ["keyring_active_key_dropped"]

@@ -808,3 +808,11 @@ def test_pop3_goes_to_its_own_backend_or_nowhere(claire, settings):
     )
     refused = nginx_ask(claire.mailbox, wrong, protocol="pop3")
     assert refused["Auth-Status"] == "[AUTH] Invalid login or password"
+
+
+def test_pop3_without_its_backend_is_said_once_a_minute(claire, caplog):
+    """A setting, the same for every request, that anyone can make the site repeat."""
+    for _ in range(20):
+        nginx_ask(claire.mailbox, claire.secret(), protocol="pop3")
+    said = [r for r in caplog.records if "no backend for pop3" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None

@@ -127,7 +127,13 @@ class Command(BaseCommand):
             keyring = self._read(path)
             remaining = keyring.without_key(key_id)
             _mark_dropped(key_id, keyring.check_value(key_id))
-            self._write(path, remaining)
+            try:
+                self._write(path, remaining)
+            except OSError as exc:
+                raise CommandError(
+                    f"key {key_id} is marked dropped, but {path} could not be written "
+                    f"({exc.strerror}): run this drop again once it can be"
+                ) from None
         _audit("seed_key.drop", key_id)
         self.stdout.write(f"Dropped key {key_id} from {path}.")
 
