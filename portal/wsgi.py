@@ -2,7 +2,8 @@
 
 Django runs its system checks for manage.py commands but not under gunicorn; the keyrings'
 and PSC's checks are run here too, so that a worker never starts without a usable key, nor
-with the demo's stand-in provider in production.
+with the demo's stand-in provider in production, nor with nginx configured and no token for
+the IMAP backend.
 """
 
 import os

@@ -2,7 +2,8 @@
 
 Example usage::
 
-    manage.py seed_key new --file /etc/mss-totp/keyring.json --activate
+    manage.py seed_key new --file /etc/mss-totp/keyring.json          # copy it to every node
+    manage.py seed_key activate KEY_ID --file /etc/mss-totp/keyring.json  # copy it again
     manage.py seed_key rotate
     manage.py seed_key status
     manage.py seed_key drop 2026-06-01-3fa2 --file /etc/mss-totp/keyring.json
@@ -63,7 +64,7 @@ class Command(BaseCommand):
         path = self._require_file(file)
         key_id = key_id or f"{timezone.now():%Y-%m-%d}-{os.urandom(2).hex()}"
         seeds.check_key_id(key_id, "--id")
-        if _database_ready() and SeedKey.objects.filter(key_id=key_id).exists():
+        if _has_table(SeedKey) and SeedKey.objects.filter(key_id=key_id).exists():
             raise CommandError(f"key id {key_id!r} was used before: choose another")
         with self._editing(path):
             if path.exists():
@@ -79,7 +80,7 @@ class Command(BaseCommand):
 
     def handle_activate(self, key_id, file, **options):
         path = self._require_file(file)
-        if _database_ready() and SeedKey.objects.filter(key_id=key_id, dropped_at__isnull=False):
+        if _has_table(SeedKey) and SeedKey.objects.filter(key_id=key_id, dropped_at__isnull=False):
             raise CommandError(f"key {key_id} was dropped: it seals nothing any more")
         with self._editing(path):
             self._write(path, self._read(path).activated(key_id))
@@ -207,8 +208,10 @@ def _mark_dropped(key_id: str, check_value: str) -> None:
             )
 
 
-def _database_ready() -> bool:
-    return SeedKey._meta.db_table in connection.introspection.table_names()
+def _has_table(model) -> bool:
+    """Whether the database has the model's table yet: the first key is made before the
+    database is (deploy/demo/run.sh), and a node may run this before migrate."""
+    return model._meta.db_table in connection.introspection.table_names()
 
 
 def _is_the_sites_file(path: Path) -> bool:
@@ -228,7 +231,7 @@ def _audit(action: str, key_id: str, details: dict | None = None, outcome: str =
     """The keyring's changes in the trail: the key's id, never the key. The first key is made
     before the database is (deploy/demo/run.sh does): then there is no trail to write to,
     and False says so."""
-    if not _database_ready():
+    if not _has_table(AuditEvent):
         return False
     audit.write(
         actor_kind=AuditEvent.ActorKind.SYSTEM,
