@@ -1,6 +1,7 @@
 """The verify interfaces: nginx mail auth_http, and the JSON API. Thin adapters: each
 authenticates its caller, reads the request, calls verifier.verify(), and translates."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -175,7 +176,13 @@ def backend_for(protocol: str) -> tuple[str, str]:
     name = {"smtp": "MAIL_BACKEND_SMTP", "pop3": "MAIL_BACKEND_POP3"}.get(
         protocol, "MAIL_BACKEND_IMAP"
     )
-    host, port = split_ip_and_port(getattr(settings, name), name)
+    return _parsed_backend(getattr(settings, name), name)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_backend(value: str, name: str) -> tuple[str, str]:
+    # Asked before every decision, session hits included: parsed once per value.
+    host, port = split_ip_and_port(value, name)
     return host, str(port)
 
 
