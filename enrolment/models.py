@@ -328,6 +328,8 @@ class SeedKey(models.Model):
     def check_sealable(cls, keyring: seeds.Keyring) -> None:
         """Raises KeyringError when the active key was dropped or is not the key of its id.
         Call it in the transaction that saves what it seals: the drop waits for that."""
+        if not connection.in_atomic_block:  # the shared lock would end with this statement
+            raise RuntimeError("seal a seed inside the transaction that saves it")
         cls.take_turn(alone=False)
         known = cls._known(keyring, keyring.active_id)
         if known is None:  # an id no seed was sealed under: this keyring's key is the one

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import transaction
 
 from enrolment import seeds
 from enrolment.models import Device
@@ -42,8 +43,9 @@ def user(db):
 def make_device(db):
     def make(user, seed=None, confirmed=True, keyring=None, **fields):
         device = Device(user=user, name="FreeOTP", confirmed=confirmed, **fields)
-        device.set_seed(seed or seeds.new_seed(), keyring)
-        device.save()
+        with transaction.atomic():  # as the site seals: in the transaction that saves it
+            device.set_seed(seed or seeds.new_seed(), keyring)
+            device.save()
         return device
 
     return make

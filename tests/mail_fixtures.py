@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from django.contrib.auth.hashers import make_password
+from django.db import transaction
 from django.utils import timezone
 
 from enrolment import seeds, totp
@@ -50,8 +51,9 @@ def make_mail_user(
     Membership.objects.create(mailbox=mailbox, professional=professional)
     seed = seeds.new_seed()
     device = Device(user=user, name="FreeOTP", confirmed=True, confirmed_at=timezone.now())
-    device.set_seed(seed)
-    device.save()
+    with transaction.atomic():
+        device.set_seed(seed)
+        device.save()
     return MailUser(professional, mailbox_address, password, seed, device)
 
 

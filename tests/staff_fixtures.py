@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import transaction
 from django.utils import timezone
 
 from enrolment import seeds, staff_tokens, totp
@@ -42,8 +43,9 @@ def make_staff(db, django_user_model):
         else:
             seed = seeds.new_seed()
             device = Device(user=user, name="FreeOTP", confirmed=True, confirmed_at=timezone.now())
-            device.set_seed(seed)
-            device.save()
+            with transaction.atomic():
+                device.set_seed(seed)
+                device.save()
         return StaffMember(user, STAFF_PASSWORD, seed, token)
 
     return make

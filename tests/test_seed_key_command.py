@@ -267,8 +267,9 @@ def test_a_drop_waits_for_a_seal_in_flight_and_counts_it(tmp_path, django_user_m
     seed_key("new", "--file", str(path), "--id", "new1")
     stale = seeds.Keyring.parse(path.read_text(), "the other node's")  # old1 active
     earlier = Device(user=django_user_model.objects.create_user("eve"), name="FreeOTP")
-    earlier.set_seed(seeds.new_seed(), stale)  # old1 known to the database since
-    earlier.save()
+    with transaction.atomic():
+        earlier.set_seed(seeds.new_seed(), stale)  # old1 known to the database since
+        earlier.save()
     earlier.delete()
     user = django_user_model.objects.create_user("dora")
     sealed, commit = threading.Event(), threading.Event()

@@ -174,3 +174,11 @@ def test_a_template_never_renders_the_seed(user, make_device):
     device = make_device(user)
     rendered = Template("[{{ device.seed }}]").render(Context({"device": device}))
     assert rendered == "[]"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_seed_is_sealed_only_inside_the_transaction_that_saves_it(django_user_model):
+    """Outside one, the lock that a key's drop waits for would end with its own statement."""
+    device = Device(user=django_user_model.objects.create_user("x"), name="FreeOTP")
+    with pytest.raises(RuntimeError, match="inside the transaction that saves it"):
+        device.set_seed(seeds.new_seed())
