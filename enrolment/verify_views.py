@@ -68,25 +68,27 @@ def nginx_auth(request):
     # What the reply to a success needs, before the login is decided (and its code spent,
     # its session opened): a setting that fails it fails it with nothing committed.
     try:
-        backend_for(protocol)
+        backend = backend_for(protocol)
         backend_pass = backend_password(secret) if protocol in ("imap", "pop3") else None
     except Exception as exc:
         # A setting, the same for every request: said once a minute (anyone may send these).
         if audit.due(f"auth_http:{protocol}", "no_backend"):
             logger.error("auth_http: no backend for %s, or no password for it: %s", protocol, exc)
         return nginx_reply(Decision(Outcome.TEMPFAIL, "no_backend"), protocol, attempt)
-    decision = verify(
-        header(request, "Auth-User"),  # read again below for the reply
-        secret,
-        request.headers.get("Client-IP", ""),
-        protocol,
-        caller="nginx",
-    )
+    user = header(request, "Auth-User")
+    decision = verify(user, secret, request.headers.get("Client-IP", ""), protocol, caller="nginx")
     if not decision.ok:
         return nginx_reply(decision, protocol, attempt)
-    response = nginx_reply(decision, protocol)
-    # The backend gets the name that was checked, not the client's spelling of it.
-    response["Auth-User"] = Mailbox.normalise_address(header(request, "Auth-User"))
+    return nginx_accept(backend, Mailbox.normalise_address(user), backend_pass)
+
+
+def nginx_accept(backend: tuple[str, str], checked_user: str, backend_pass: str | None):
+    """The backend to proxy to, the name that was checked (not the client's spelling of it),
+    and what the backend takes as password."""
+    response = _auth_http_response(200)
+    response["Auth-Status"] = "OK"
+    response["Auth-Server"], response["Auth-Port"] = backend
+    response["Auth-User"] = checked_user
     if backend_pass is not None:
         response["Auth-Pass"] = latin1(backend_pass)
     return response
@@ -131,18 +133,18 @@ def login_attempt(request) -> int:
         return 1
 
 
-def nginx_reply(
-    decision: Decision, protocol: str, attempt: int = 1, status: int = 200
-) -> HttpResponse:
+def _auth_http_response(status: int) -> HttpResponse:
     """nginx reads only the Auth-* headers (the status line is ignored), in 1 KiB at most."""
     response = HttpResponse(status=status)
     response.auth_http = True  # LeanAuthHttpReplies
-    if decision.ok:
-        host, port = backend_for(protocol)
-        response["Auth-Status"] = "OK"
-        response["Auth-Server"] = host
-        response["Auth-Port"] = port
-        return response
+    return response
+
+
+def nginx_reply(
+    decision: Decision, protocol: str, attempt: int = 1, status: int = 200
+) -> HttpResponse:
+    """A refusal or a temporary failure, as nginx reads it."""
+    response = _auth_http_response(status)
     smtp = protocol == "smtp"
     # The response codes of IMAP (RFC 5530) and POP3 (RFC 3206) before the text; SMTP's in
     # Auth-Error-Code.

@@ -173,7 +173,6 @@ class Command(BaseCommand):
         # README's root:mss-totp 0640, so the portal still reads it), never world-readable.
         # Read back first: never write a file that the site would then refuse to load.
         seeds.Keyring.parse(keyring.to_json(), str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
         previous = path.stat() if path.exists() else None
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
         try:
@@ -195,10 +194,9 @@ def _mark_dropped(key_id: str, check_value: str) -> None:
     its seeds would have been unreadable once the new file reached it."""
     with transaction.atomic():
         SeedKey.take_turn(alone=True)
+        dropped = {"dropped_at": timezone.now()}
         SeedKey.objects.update_or_create(
-            key_id=key_id,
-            defaults={"dropped_at": timezone.now()},
-            create_defaults={"check_value": check_value, "dropped_at": timezone.now()},
+            key_id=key_id, defaults=dropped, create_defaults={"check_value": check_value, **dropped}
         )
         still_needed = Device.objects.filter(key_id=key_id).count()
         if still_needed:
